@@ -1,0 +1,20 @@
+"""Test a checkpoint: ``python eval.py ckpt_path=logs/train/runs/<time>/checkpoints/X.ckpt``.
+
+The model, its classes and its data settings come from the checkpoint; ``data.root=...`` and the
+other ``data.*`` keys of conf/eval.yaml override them.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from cifarlab.run import evaluate
+from cifarlab.utils import run_entry
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_entry(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""One LightningModule for every model: loss, optimizer, schedule and the metrics we report."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from cifarlab.errors import CifarlabError
+from cifarlab.models import build_model
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("none", "onecycle", "cosine")
+
+
+def build_optimizer(params: Any, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    name, lr = cfg.get("name"), cfg.get("lr")
+    if name not in OPTIMIZERS:
+        raise CifarlabError(
+            f"optimizer={name!r} is not known; choose one of {', '.join(OPTIMIZERS)}."
+        )
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or math.isinf(lr):
+        raise CifarlabError(f"optimizer.lr={lr!r} must be a positive number, e.g. 0.01.")
+    wd = cfg.get("weight_decay", 0.0)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=lr,
+            momentum=cfg.get("momentum", 0.0),
+            weight_decay=wd,
+            nesterov=cfg.get("nesterov", False),
+        )
+    return torch.optim.AdamW(
+        params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas", (0.9, 0.999)))
+    )
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains any registered model with cross-entropy and logs per-class accuracy.
+
+    Every constructor argument is a plain container (str, number, list, dict), so the checkpoint
+    carries all it takes to rebuild the model and loads with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        class_names: list[str],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        model_options = {k: v for k, v in model.items() if k not in ("name", "width")}
+        self.net = build_model(model["name"], len(class_names), model["width"], **model_options)
+        n = len(class_names)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(n, average="micro")
+        self.val_metrics = self._eval_metrics(n)
+        self.test_metrics = self._eval_metrics(n)
+        self.val_acc_best = MaxMetric()
+
+    @staticmethod
+    def _eval_metrics(num_classes: int) -> MetricCollection:
+        return MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "acc_class": MulticlassAccuracy(num_classes, average=None),
+            }
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_loss.update(loss.detach(), len(y))
+        self.train_acc.update(logits.detach(), y)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss.compute(), sync_dist=True)
+        self.log("train/acc", self.train_acc.compute())
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        getattr(self, f"{stage}_loss").update(F.cross_entropy(logits, y), len(y))
+        getattr(self, f"{stage}_metrics").update(logits, y)
+
+    def _log_eval(self, stage: str) -> dict[str, float]:
+        loss = getattr(self, f"{stage}_loss")
+        metrics = getattr(self, f"{stage}_metrics")
+        values = metrics.compute()
+        scalars = {
+            f"{stage}/loss": loss.compute(),
+            f"{stage}/acc": values["acc"],
+            **{
+                f"{stage}/acc_class/{name}": values["acc_class"][i]
+                for i, name in enumerate(self.class_names)
+            },
+        }
+        self.log_dict(scalars)
+        loss.reset()
+        metrics.reset()
+        return scalars
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        scalars = self._log_eval("val")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(scalars["val/acc"])
+            self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
+        cfg = self.hparams.scheduler or {"name": "none"}
+        name = cfg.get("name", "none")
+        if name not in SCHEDULERS:
+            raise CifarlabError(
+                f"scheduler={name!r} is not known; choose one of {', '.join(SCHEDULERS)}."
+            )
+        if name == "none":
+            return optimizer
+        if name == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=self.hparams.optimizer["lr"],
+                total_steps=int(self.trainer.estimated_stepping_batches),
+                pct_start=cfg.get("pct_start", 0.25),
+                anneal_strategy="linear",
+                cycle_momentum=False,
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=int(self.trainer.estimated_stepping_batches)
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,152 @@
+"""The two jobs behind train.py and eval.py, readable top to bottom."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cifarlab.data import CIFAR10DataModule
+from cifarlab.errors import CifarlabError
+from cifarlab.module import ClassifierModule
+from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
+from cifarlab.utils import log, plain, write_json
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Builds every ``_target_`` entry of a callbacks/logger group; null entries switch one off."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def _report(
+    output_dir: Path,
+    stage_title: str,
+    results: dict[str, float],
+    classes: list[str],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    per_class = per_class_from(results, "test", classes)
+    overall = float(results["test/acc"])
+    print_accuracy_table(stage_title, overall, per_class)
+    plot_per_class(output_dir / "per_class_accuracy.png", stage_title, per_class)
+    metrics = {
+        "test/acc": overall,
+        "test/loss": float(results["test/loss"]),
+        "test/acc_class": per_class,
+        **extra,
+    }
+    write_json(output_dir / "metrics.json", metrics)
+    return metrics
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fits the configured model, tests its best checkpoint, reports and returns the metrics."""
+    start = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = CIFAR10DataModule(**plain(cfg.data), seed=cfg.seed)
+    module = ClassifierModule(
+        model=plain(cfg.model),
+        class_names=datamodule.class_names,
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.get("scheduler")),
+        data=plain(datamodule.hparams),
+    )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=_instantiate_all(cfg.get("callbacks")),
+        logger=_instantiate_all(cfg.get("logger")) or False,
+    )
+    log.info("Output directory: %s", output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best_score = trainer.callback_metrics.get("val/acc_best")
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    last = getattr(checkpoint, "last_model_path", "")
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+    return _report(
+        output_dir,
+        f"{cfg.model.name} test accuracy ({trainer.current_epoch} epochs)",
+        results,
+        datamodule.class_names,
+        {
+            "val/acc_best": float(best_score) if best_score is not None else None,
+            "status": "completed",
+            "epochs": trainer.current_epoch,
+            "wall_time_s": round(time.perf_counter() - start, 2),
+            "model": cfg.model.name,
+            "num_params": sum(p.numel() for p in module.net.parameters()),
+            "best_ckpt": best or None,
+            "last_ckpt": last or None,
+            "output_dir": str(output_dir),
+        },
+    )
+
+
+def load_checkpoint(path: str | None) -> dict[str, Any]:
+    """Reads a cifarlab checkpoint with ``weights_only=True``: tensors and plain containers only."""
+    if not path:
+        raise CifarlabError(
+            "eval.py needs a checkpoint: add ckpt_path=PATH, e.g. "
+            "ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt."
+        )
+    if not Path(path).is_file():
+        raise CifarlabError(f"ckpt_path={path} does not exist (or is not a file).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CifarlabError(
+            f"ckpt_path={path} is not a checkpoint cifarlab can load safely ({type(err).__name__}; "
+            "only tensors and plain containers are accepted). Pass a .ckpt written by train.py."
+        ) from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
+        raise CifarlabError(
+            f"ckpt_path={path} is not a cifarlab checkpoint (no state_dict/hyper_parameters). "
+            "Pass a .ckpt written by train.py."
+        )
+    return ckpt
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Tests a checkpoint on the test split its run used; data settings may be overridden."""
+    start = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt = load_checkpoint(cfg.get("ckpt_path"))
+    hparams = ckpt["hyper_parameters"]
+    overrides = {k: v for k, v in plain(cfg.get("data")).items() if v is not None}
+    data_cfg = {**hparams["data"], **overrides}
+    datamodule = CIFAR10DataModule(**data_cfg)
+    if datamodule.class_names != hparams["class_names"]:
+        raise CifarlabError(
+            f"The checkpoint was trained on {len(hparams['class_names'])} classes "
+            f"({', '.join(hparams['class_names'])}) but the data gives "
+            f"{datamodule.num_classes} ({', '.join(datamodule.class_names)}). Drop the "
+            "data.classes override, or evaluate a checkpoint trained on those classes."
+        )
+    module = ClassifierModule(**hparams)
+    module.load_state_dict(ckpt["state_dict"])
+    L.seed_everything(cfg.seed, workers=True)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    return _report(
+        output_dir,
+        f"{hparams['model']['name']} test accuracy ({Path(cfg.ckpt_path).name})",
+        results,
+        datamodule.class_names,
+        {
+            "status": "completed",
+            "ckpt_path": str(cfg.ckpt_path),
+            "model": hparams["model"]["name"],
+            "wall_time_s": round(time.perf_counter() - start, 2),
+            "output_dir": str(output_dir),
+        },
+    )

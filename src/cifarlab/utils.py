@@ -1,0 +1,57 @@
+"""Small helpers shared by the entry points: safe file writes and user-facing errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from cifarlab.errors import CifarlabError
+
+log = logging.getLogger("cifarlab")
+T = TypeVar("T")
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Calls ``write(tmp_path)`` then renames, so a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A config node as plain dicts and lists, the only form checkpoints and loggers should hold."""
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def run_entry(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """Runs an entry point's task; a user mistake becomes one paragraph on stderr and exit code 2.
+
+    ``HYDRA_FULL_ERROR=1`` keeps the full traceback for debugging.
+    """
+    try:
+        return task(cfg)
+    except CifarlabError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"\nerror: {err}\n", file=sys.stderr)
+        sys.exit(2)

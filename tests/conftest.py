@@ -1,0 +1,103 @@
+"""Tiny offline data sets in both on-disk formats, and config composition as train.py does it."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from PIL import Image
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+FOLDER_CLASSES = ("bird", "cat", "frog")
+
+
+def class_images(label: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, 32, 32, 3) uint8 images whose colour says their class, so a model can learn it."""
+    base = np.zeros(3)
+    base[label % 3] = 200.0
+    base += 25.0 * (label // 3)
+    noise = rng.normal(0, 30, size=(count, 32, 32, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def make_folder(root: Path, classes=FOLDER_CLASSES, n_train: int = 40, n_test: int = 12) -> Path:
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n_train), ("test", n_test)):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, pixels in enumerate(class_images(label, count, rng)):
+                Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+    return root
+
+
+def make_cifar10(root: Path, per_class_batch: int = 2, per_class_test: int = 3) -> Path:
+    """torchvision's cifar-10-batches-py layout: five train pickles, one test pickle, meta."""
+    rng = np.random.default_rng(1)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(per_class: int) -> dict:
+        labels = [c for c in range(10) for _ in range(per_class)]
+        images = np.concatenate([class_images(c, per_class, rng) for c in range(10)])
+        return {"data": images.transpose(0, 3, 1, 2).reshape(len(labels), -1), "labels": labels}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(per_class_batch), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(per_class_test), f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ]
+            },
+            f,
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("folder"))
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_cifar10(tmp_path_factory.mktemp("cifar10"))
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def quick_overrides(root: Path, output_dir: Path) -> list[str]:
+    """A run on the tiny folder data that finishes in seconds and prints no progress bar."""
+    return [
+        "data.source=folder",
+        f"data.root={root}",
+        "data.val_size=24",
+        "data.batch_size=16",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.enable_model_summary=false",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        f"paths.output_dir={output_dir}",
+    ]

@@ -1,0 +1,20 @@
+"""Train a model on CIFAR-10: ``python train.py model=lenet trainer.max_epochs=2``.
+
+Configs live in conf/ (train.yaml is the entry); ``python train.py --help`` lists the groups.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from cifarlab.run import train
+from cifarlab.utils import run_entry
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run_entry(train, cfg)
+    return metrics.get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()

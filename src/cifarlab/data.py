@@ -49,7 +49,7 @@ AUGMENTATIONS = {
 }
 SOURCES = ("cifar10", "folder")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_DIR = "cifar-10-batches-py"
 
@@ -88,8 +88,13 @@ def cache_path(source: str, root: Path, split: str) -> Path:
     return folder / f"cifarlab-{split}-v{CACHE_VERSION}.pt"
 
 
-def _folder_files(root: Path, split: str, classes: Sequence[str]) -> list[tuple[Path, int]]:
-    files = []
+def _scan_folder(root: Path, split: str, classes: Sequence[str]) -> list[tuple[os.DirEntry, int]]:
+    """The image files of a split with their labels, sorted by name within each class.
+
+    ``os.scandir`` rather than ``pathlib``: 60,000 files are listed and stat-ed on every start to
+    check the cache, and that must take a fraction of a second.
+    """
+    files: list[tuple[os.DirEntry, int]] = []
     for label, name in enumerate(classes):
         class_dir = root / split / name
         if not class_dir.is_dir():
@@ -97,10 +102,13 @@ def _folder_files(root: Path, split: str, classes: Sequence[str]) -> list[tuple[
                 f"Class folder {class_dir} is missing: every class found in {root / 'train'} "
                 f"({', '.join(classes)}) needs a folder of images in {root / split} too."
             )
-        images = sorted(
-            p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
-        files.extend((p, label) for p in images)
+        with os.scandir(class_dir) as entries:
+            images = [
+                e
+                for e in entries
+                if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
+            ]
+        files.extend((e, label) for e in sorted(images, key=lambda e: e.name))
     if not files:
         raise CifarlabError(
             f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root / split}/<class>/. "
@@ -109,16 +117,23 @@ def _folder_files(root: Path, split: str, classes: Sequence[str]) -> list[tuple[
     return files
 
 
+def _folder_files(root: Path, split: str, classes: Sequence[str]) -> list[tuple[Path, int]]:
+    return [(Path(e.path), label) for e, label in _scan_folder(root, split, classes)]
+
+
 def _fingerprint(source: str, root: Path, split: str, classes: Sequence[str]) -> str:
     """Changes whenever the files a cache was built from change (names, sizes, times)."""
     digest = hashlib.sha1(f"{source}|{split}|{','.join(classes)}".encode())
     if source == "cifar10":
-        paths = [root / CIFAR10_DIR / name for name in CIFAR10_BATCHES[split]]
+        for name in CIFAR10_BATCHES[split]:
+            st = (root / CIFAR10_DIR / name).stat()
+            digest.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     else:
-        paths = [p for p, _ in _folder_files(root, split, classes)]
-    for path in paths:
-        st = path.stat()
-        digest.update(f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        lines = []
+        for entry, label in _scan_folder(root, split, classes):
+            st = entry.stat()
+            lines.append(f"{label}|{entry.name}|{st.st_size}|{st.st_mtime_ns}")
+        digest.update("\n".join(lines).encode())
     return digest.hexdigest()
 
 

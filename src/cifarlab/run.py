@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
 from cifarlab.data import CIFAR10DataModule
@@ -60,9 +61,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=plain(cfg.get("scheduler")),
         data=plain(datamodule.hparams),
     )
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=_instantiate_all(cfg.get("callbacks")),
+        callbacks=callbacks,
         logger=_instantiate_all(cfg.get("logger")) or False,
     )
     log.info("Output directory: %s", output_dir)

@@ -1,0 +1,301 @@
+"""Measures cifarlab's speed targets side by side and prints one markdown table.
+
+    uv run python benchmarks/bench_speed.py --root /path/to/cifar10-jpg [--repeats 3]
+
+``--root`` is a folder-source CIFAR-10 (train/<class>/*.jpg, test/<class>/*.jpg). What it measures:
+
+1. data preparation: decoding all 60,000 images into the cache (the cache is deleted first), then
+   loading the cache, as a later run does;
+2. the input pipeline: batches per second of the data module (augmentation on) against
+   torchvision's per-image path (``CIFAR10`` + transforms + ``DataLoader``) at the same batch size;
+3. Lightning's overhead: training time per epoch through ``cifarlab.run.train`` (Hydra config,
+   Lightning Trainer, callbacks, logger) against the raw PyTorch loop below, same model class,
+   batch size, data tensors, optimizer and schedule, alternating in one process;
+4. end to end: ``train.py model=lenet trainer.max_epochs=2`` in a fresh process, from process start
+   to its first training step (imports, config composition, data) and to the printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from torch.utils.data import DataLoader
+from torchvision import transforms
+from torchvision.datasets import CIFAR10
+
+from cifarlab.data import NORMALIZATIONS, CIFAR10DataModule, cache_path, load_split
+from cifarlab.models import LeNet
+from cifarlab.run import train
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH_SIZE = 128
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]"
+
+
+def bench_data_prep(root: Path, repeats: int) -> dict[str, list[float]]:
+    decode, load = [], []
+    for _ in range(max(1, repeats - 1)):
+        for split in ("train", "test"):
+            cache_path("folder", root, split).unlink(missing_ok=True)
+        start = time.perf_counter()
+        for split in ("train", "test"):
+            load_split("folder", root, split)
+        decode.append(time.perf_counter() - start)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for split in ("train", "test"):
+            load_split("folder", root, split)
+        load.append(time.perf_counter() - start)
+    return {"decode": decode, "load": load}
+
+
+def torchvision_cifar10(images: torch.Tensor, labels: torch.Tensor, folder: Path) -> CIFAR10:
+    """torchvision's own CIFAR10 class over the same images, written in its on-disk format."""
+    batches = folder / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    flat = images.reshape(len(images), -1).numpy()
+    for i, part in enumerate(torch.arange(len(images)).chunk(5), start=1):
+        entry = {"data": flat[part.numpy()], "labels": labels[part].tolist()}
+        (batches / f"data_batch_{i}").write_bytes(pickle.dumps(entry))
+    (batches / "batches.meta").write_bytes(
+        pickle.dumps({"label_names": [str(i) for i in range(10)]})
+    )
+    mean, std = NORMALIZATIONS["cifar10"]
+    transform = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+    CIFAR10._check_integrity = lambda self: True  # our copy has other md5 sums than the archive
+    return CIFAR10(str(folder), train=True, transform=transform)
+
+
+def batches_per_second(loader, n_batches: int) -> float:
+    iterator = iter(loader)
+    next(iterator)  # worker start-up is not throughput
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        next(iterator)
+    return n_batches / (time.perf_counter() - start)
+
+
+def bench_pipeline(root: Path, repeats: int) -> dict[str, list[float]]:
+    dm = CIFAR10DataModule(source="folder", root=str(root), batch_size=BATCH_SIZE, augment=True)
+    dm.setup()
+    ours = [batches_per_second(dm.train_dataloader(), 300) for _ in range(repeats)]
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = torchvision_cifar10(
+            dm.splits["train"].images, dm.splits["train"].labels, Path(tmp)
+        )
+        loader = DataLoader(
+            dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=2, persistent_workers=True
+        )
+        theirs = [batches_per_second(loader, 60) for _ in range(repeats)]
+    return {"ours": ours, "torchvision": theirs}
+
+
+def raw_epochs(
+    images: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float, wd: float, pct_start: float
+) -> list[float]:
+    """The plain PyTorch loop: shuffle, slice, normalize, step. Nothing from cifarlab but LeNet."""
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORMALIZATIONS["cifar10"])
+    model = LeNet()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    steps = epochs * -(-len(labels) // BATCH_SIZE)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=lr,
+        total_steps=steps,
+        pct_start=pct_start,
+        anneal_strategy="linear",
+        cycle_momentum=False,
+    )
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        for idx in torch.randperm(len(labels)).split(BATCH_SIZE):
+            x = (images[idx].float() / 255 - mean) / std
+            loss = F.cross_entropy(model(x), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_overhead(root: Path, repeats: int, epochs: int = 3) -> dict[str, list[float]]:
+    overrides = [
+        "model=lenet",
+        "data.source=folder",
+        f"data.root={root}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.accelerator=cpu",
+    ]
+    lightning_times, raw_times = [], []
+    for _ in range(repeats):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            initialize_config_dir(str(REPO / "conf"), version_base="1.3"),
+        ):
+            times = Path(tmp) / "epoch_times.json"
+            cfg = compose(
+                "train",
+                overrides=[
+                    *overrides,
+                    f"paths.output_dir={tmp}",
+                    "+callbacks.epoch_timer._target_=timing_callbacks.EpochTimer",
+                    f"+callbacks.epoch_timer.path={times}",
+                ],
+            )
+            train(cfg)
+            lightning_times += json.loads(times.read_text())[1:]
+        dm = CIFAR10DataModule(source="folder", root=str(root))
+        dm.setup()
+        split = dm.splits["train"]
+        raw_times += raw_epochs(
+            split.images,
+            split.labels,
+            epochs,
+            cfg.optimizer.lr,
+            cfg.optimizer.weight_decay,
+            cfg.scheduler.pct_start,
+        )[1:]
+    return {"lightning": lightning_times, "raw": raw_times}
+
+
+def bench_end_to_end(root: Path, repeats: int) -> dict[str, list[float]]:
+    startup, total, accuracy = [], [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            stamp = Path(tmp) / "first_step"
+            start = time.time()
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "train.py"),
+                    "model=lenet",
+                    "trainer.max_epochs=2",
+                    "data.source=folder",
+                    f"data.root={root}",
+                    f"hydra.run.dir={tmp}/run",
+                    "+callbacks.first_step._target_=timing_callbacks.FirstStepStamp",
+                    f"+callbacks.first_step.path={stamp}",
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+            )
+            total.append(time.time() - start)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-2000:])
+            startup.append(float(stamp.read_text()) - start)
+            accuracy.append(
+                json.loads((Path(tmp) / "run" / "metrics.json").read_text())["test/acc"]
+            )
+    return {"startup": startup, "total": total, "accuracy": accuracy}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    torch.manual_seed(0)
+
+    results = {
+        "data_prep": bench_data_prep(args.root, args.repeats),
+        "pipeline": bench_pipeline(args.root, args.repeats),
+        "overhead": bench_overhead(args.root, args.repeats),
+        "end_to_end": bench_end_to_end(args.root, args.repeats),
+    }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    prep, pipe = results["data_prep"], results["pipeline"]
+    over, e2e = results["overhead"], results["end_to_end"]
+    ratio_pipe = statistics.median(pipe["ours"]) / statistics.median(pipe["torchvision"])
+    ratio_over = statistics.median(over["lightning"]) / statistics.median(over["raw"])
+    rows = [
+        (
+            "decode 60,000 images into the cache (s)",
+            spread(prep["decode"]),
+            "<= 20",
+            statistics.median(prep["decode"]) <= 20,
+        ),
+        (
+            "load the cache, both splits (s)",
+            spread(prep["load"]),
+            "<= 1",
+            statistics.median(prep["load"]) <= 1,
+        ),
+        ("data module, batches/s (batch 128, crop+flip)", spread(pipe["ours"]), "", None),
+        (
+            "torchvision CIFAR10+transforms DataLoader(num_workers=2), batches/s",
+            spread(pipe["torchvision"]),
+            "",
+            None,
+        ),
+        ("input pipeline speed-up", f"{ratio_pipe:.1f}x", ">= 20x", ratio_pipe >= 20),
+        (
+            "raw PyTorch loop, s per epoch (LeNet, batch 128, AdamW one-cycle)",
+            spread(over["raw"]),
+            "",
+            None,
+        ),
+        ("cifarlab (Lightning + Hydra), s per epoch", spread(over["lightning"]), "", None),
+        ("Lightning overhead (ratio)", f"{ratio_over:.3f}", "<= 1.10", ratio_over <= 1.10),
+        (
+            "train.py: process start to first training step (s)",
+            spread(e2e["startup"]),
+            "<= 5",
+            statistics.median(e2e["startup"]) <= 5,
+        ),
+        (
+            "train.py model=lenet trainer.max_epochs=2: start to table (s)",
+            spread(e2e["total"]),
+            "<= 30",
+            statistics.median(e2e["total"]) <= 30,
+        ),
+        (
+            "... its test accuracy (%)",
+            spread([100 * a for a in e2e["accuracy"]]),
+            ">= 55",
+            min(e2e["accuracy"]) >= 0.55,
+        ),
+    ]
+    print(
+        f"\ntorch {torch.__version__}, lightning {L.__version__}, "
+        f"{torch.get_num_threads()} threads, median [min, max] of {args.repeats} repeats\n"
+    )
+    print("| measure | result | target | met |\n| --- | --- | --- | --- |")
+    for name, value, target, met in rows:
+        print(
+            f"| {name} | {value} | {target} | {'' if met is None else ('yes' if met else 'NO')} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

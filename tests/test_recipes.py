@@ -1,0 +1,70 @@
+"""The experiment recipes of conf/experiment/ compose as documented and run end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import CONF_DIR, compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def test_every_results_row_has_a_recipe() -> None:
+    assert sorted(["tutorial_lenet", "lenet", "fc512", "bn_cnn", "airplane_vs_bird"]) == RECIPES
+
+
+def test_tutorial_recipe_is_the_tutorial() -> None:
+    cfg = compose_config("train", ["experiment=tutorial_lenet"])
+    assert (cfg.model.name, cfg.model.width) == ("lenet", 6)
+    assert cfg.data.batch_size == 4 and cfg.data.normalize == "half" and cfg.data.augment is False
+    assert cfg.optimizer.name == "sgd" and cfg.optimizer.lr == 0.001
+    assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 0.0
+    assert cfg.scheduler.name == "none" and cfg.trainer.max_epochs == 2
+
+
+def test_airplane_vs_bird_recipe_is_the_reference_task() -> None:
+    cfg = compose_config("train", ["experiment=airplane_vs_bird"])
+    assert list(cfg.data.classes) == ["airplane", "bird"]
+    assert cfg.model.name == "bn_cnn"
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == (
+        "sgd",
+        0.01,
+        0.001,
+    )
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipes_stay_within_20_epochs_and_accept_overrides(recipe: str) -> None:
+    cfg = compose_config("train", [f"experiment={recipe}", "trainer.max_epochs=1", "seed=3"])
+    assert cfg.trainer.max_epochs == 1 and cfg.seed == 3
+    assert compose_config("train", [f"experiment={recipe}"]).trainer.max_epochs <= 20
+
+
+@pytest.mark.slow
+def test_a_results_row_replays_end_to_end(cifar10_root: Path, tmp_path: Path) -> None:
+    """The airplane_vs_bird row's command, shortened to one epoch on tiny data."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "experiment=airplane_vs_bird",
+            f"data.root={cifar10_root}",
+            "data.val_size=10",
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["test/acc_class"]) == {"airplane", "bird"}
+    assert metrics["model"] == "bn_cnn" and metrics["epochs"] == 1
+    assert "airplane" in proc.stdout and "overall" in proc.stdout

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Tiny models gain nothing from a second thread, and with two cores an OpenMP team per test process
+# (pytest and the train.py subprocesses it starts) only makes them wait on each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pickle
 from pathlib import Path
 

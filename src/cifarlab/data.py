@@ -383,6 +383,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.requested_classes = list(classes) if classes is not None else None
         self.save_hyperparameters()
         self.splits: dict[str, ImageSet] = {}
+        self._loaded: dict[str, ImageSet] = {}
         self._on_device: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -420,7 +421,13 @@ class CIFAR10DataModule(L.LightningDataModule):
         if self.source == "cifar10":
             ensure_cifar10(self.root)
         for split in ("train", "test"):
-            load_split(self.source, self.root, split)
+            self._loaded[split] = load_split(self.source, self.root, split)
+
+    def _load(self, split: str) -> ImageSet:
+        """The split as prepare_data left it in this process, else from the cache (other ranks)."""
+        if split not in self._loaded:
+            self._loaded[split] = load_split(self.source, self.root, split)
+        return self._loaded.pop(split)
 
     def _subset(self, data: ImageSet, keep: torch.Tensor) -> ImageSet:
         names = self.class_names
@@ -434,7 +441,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train = load_split(self.source, self.root, "train")
+        train = self._load("train")
         if self.val_size >= len(train.labels):
             raise CifarlabError(
                 f"data.val_size={self.val_size} leaves no training images: the training set has "
@@ -444,7 +451,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             len(train.labels), generator=torch.Generator().manual_seed(self.split_seed)
         )
         n_train = len(order) - self.val_size
-        test = load_split(self.source, self.root, "test")
+        test = self._load("test")
         self.splits = {
             "train": self._subset(train, order[:n_train].sort().values),
             "val": self._subset(train, order[n_train:].sort().values),

@@ -11,11 +11,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cifarlab.data import cache_path, load_split
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule
 from cifarlab.run import evaluate, train
 
-from .conftest import compose_config, quick_overrides
+from .conftest import compose_config, make_folder, quick_overrides
 
 RESUME_RUN = [
     "data.source=cifar10",
@@ -89,3 +90,220 @@ def test_interrupted_run_resumes_to_the_same_result(
     for tag, points in reference_curves.items():
         assert [s for s, _ in curves[tag]] == [s for s, _ in points], tag
         assert [v for _, v in curves[tag]] == pytest.approx([v for _, v in points]), tag
+
+
+def sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_keeps_the_last_completed_epoch_in_plain_data(
+    folder_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny task peaks at epoch 0, so epoch 1 saves no better checkpoint, yet last.ckpt
+    must hold it (Lightning alone would keep epoch 0 there)."""
+    stop_during(monkeypatch, epoch=2, batch=1, stop=sigterm)
+    with pytest.raises(SystemExit) as info:
+        train(train_cfg(folder_root, tmp_path, "trainer.max_epochs=3"))
+    assert info.value.code == 143
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and saved["epochs"] == 2
+    assert f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}" in saved["message"]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 2 * 6
+    assert ckpt["cifarlab_config"]["paths"]["output_dir"] == str(tmp_path)
+
+    def kinds(value: object) -> set[type]:
+        if isinstance(value, dict):
+            return {dict} | {t for k, v in value.items() for t in kinds(k) | kinds(v)}
+        if isinstance(value, (list, tuple)):
+            return {type(value)} | {t for v in value for t in kinds(v)}
+        return {type(value)}
+
+    assert kinds(ckpt) <= {dict, list, tuple, str, int, float, bool, type(None), torch.Tensor}
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def nan_loss_from_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    original = ClassifierModule.training_step
+
+    def step(self, data, batch_idx):
+        loss = original(self, data, batch_idx)
+        return loss * float("nan") if self.current_epoch >= epoch else loss
+
+    monkeypatch.setattr(ClassifierModule, "training_step", step)
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_best_checkpoint(
+    folder_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nan_loss_from_epoch(monkeypatch, epoch=1)
+    metrics = train(train_cfg(folder_root, tmp_path, "trainer.max_epochs=4"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "diverged" and saved["epochs"] == 1
+    assert "loss became nan at epoch 1, batch 0" in saved["message"]
+    assert saved["test/acc"] == metrics["test/acc"] > 0.9  # tested on the epoch-0 checkpoint
+    for path in (saved["best_ckpt"], saved["last_ckpt"]):
+        state = torch.load(path, weights_only=True)
+        assert state["epoch"] == 0
+        assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_divergence_in_the_first_epoch_is_reported_without_a_checkpoint(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    cfg = train_cfg(folder_root, tmp_path, "optimizer=sgd", "optimizer.lr=1e30")
+    metrics = train(cfg)
+    assert metrics["status"] == "diverged" and metrics["best_ckpt"] is None
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def trained(folder_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The last.ckpt of a one-epoch run on the three-class folder data."""
+    out = tmp_path_factory.mktemp("trained")
+    train(train_cfg(folder_root, out, "trainer.max_epochs=1"))
+    return out / "checkpoints" / "last.ckpt"
+
+
+class RunsCode:
+    """Unpickling this creates ``marker``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def eval_cfg(ckpt: object, out: Path, *extra: str):
+    return compose_config(
+        "eval",
+        [
+            f"ckpt_path={ckpt}",
+            f"paths.output_dir={out}",
+            "trainer.enable_progress_bar=false",
+            "trainer.accelerator=cpu",
+            *extra,
+        ],
+    )
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(trained: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(trained, weights_only=True)
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save(
+        {**ckpt, "cifarlab_config": {**ckpt["cifarlab_config"], "x": RunsCode(marker)}}, evil
+    )
+
+    with pytest.raises(CifarlabError, match=f"ckpt_path={evil} is not a checkpoint"):
+        evaluate(eval_cfg(evil, tmp_path / "eval"))
+    with pytest.raises(CifarlabError, match=f"ckpt_path={evil} is not a checkpoint"):
+        train(compose_config("train", [f"ckpt_path={evil}"]))
+    assert not marker.exists() and not (tmp_path / "eval").exists()
+
+    torch.load(evil, weights_only=False)  # the file is really dangerous without weights_only
+    assert marker.exists()
+
+
+def test_resume_refuses_foreign_checkpoints_and_changed_settings(
+    trained: Path, tmp_path: Path
+) -> None:
+    from cifarlab.reliability import resume_config
+
+    run = trained.parents[1]
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    ckpt = torch.load(trained, weights_only=True)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({k: v for k, v in ckpt.items() if k != "cifarlab_config"}, foreign)
+    with pytest.raises(CifarlabError, match=f"ckpt_path={foreign} holds no run config"):
+        train(compose_config("train", [f"ckpt_path={foreign}"]))
+    cfg = compose_config("train", [f"ckpt_path={trained}", "optimizer.lr=0.1"])
+    with pytest.raises(CifarlabError, match="optimizer.lr=0.1 cannot apply"):
+        resume_config(cfg, [f"ckpt_path={trained}", "optimizer.lr=0.1"])
+    resumed = resume_config(cfg, [f"ckpt_path={trained}", "hydra.run.dir=x"])
+    assert resumed.paths.output_dir == str(trained.parents[1])
+    assert resumed.logger.tensorboard.purge_step == ckpt["global_step"]
+    with pytest.raises(CifarlabError, match="ckpt_path=nowhere.ckpt does not exist"):
+        train(compose_config("train", ["ckpt_path=nowhere.ckpt"]))
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"not a checkpoint at all", "is not a checkpoint"),
+        (None, "is not a cifarlab checkpoint"),
+    ],
+)
+def test_eval_refuses_files_that_are_not_checkpoints(
+    tmp_path: Path, content: bytes | None, needle: str
+) -> None:
+    path = tmp_path / "model.ckpt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CifarlabError, match=f"ckpt_path={path} {needle}"):
+        evaluate(eval_cfg(path, tmp_path / "eval"))
+    with pytest.raises(CifarlabError, match=f"ckpt_path={tmp_path / 'gone.ckpt'} does not exist"):
+        evaluate(eval_cfg(tmp_path / "gone.ckpt", tmp_path / "eval"))
+
+
+def test_eval_refuses_a_checkpoint_for_other_classes(trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(CifarlabError, match=r"trained on 3 classes .* gives 2 \(bird, cat\)"):
+        evaluate(eval_cfg(trained, tmp_path / "eval", "data.classes=[bird,cat]"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["optimizer.name=adam"], "optimizer='adam' is not known; choose one of sgd, adamw"),
+        (["optimizer.lr=0"], "optimizer.lr=0 must be a positive number"),
+        (["optimizer=sgd", "optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be a positive number"),
+        (["data.batch_size=-4"], "data.batch_size=-4 must be a positive integer"),
+        (["model=fc512", "model.width=0"], "model.width=0 must be a positive whole number"),
+        (["model=bn_cnn", "model.width=1"], "model.width=1 does not fit bn_cnn"),
+        (["data.classes=[bird,bird]"], r"data.classes lists \['bird'\] more than once"),
+        (["data.val_size=120"], "data.val_size=120 leaves no training images"),
+    ],
+)
+def test_bad_settings_stop_train_before_any_result_is_written(
+    folder_root: Path, tmp_path: Path, overrides: list[str], needle: str
+) -> None:
+    with pytest.raises(CifarlabError, match=needle):
+        train(train_cfg(folder_root, tmp_path / "run", *overrides))
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("metrics.json"))
+
+
+def test_a_folder_without_images_is_named(tmp_path: Path) -> None:
+    for name in ("bird", "cat"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        (tmp_path / "test" / name).mkdir(parents=True)
+    (tmp_path / "train" / "bird" / "notes.txt").write_text("not an image")
+    with pytest.raises(CifarlabError, match=f"No images .* found under {tmp_path / 'train'}"):
+        load_split("folder", tmp_path, "train")
+
+
+def test_an_unreadable_image_is_named(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", n_train=3, n_test=2)
+    bad = root / "test" / "cat" / "0001.png"
+    bad.write_bytes(b"\x89PNG but then nothing")
+    with pytest.raises(CifarlabError, match=f"Cannot decode image {bad}"):
+        load_split("folder", root, "test")
+
+
+def test_a_corrupt_cache_is_rebuilt_not_served(tmp_path: Path) -> None:
+    """Flipped bytes inside the image tensor load without complaint from torch.load."""
+    root = make_folder(tmp_path / "d", n_train=5, n_test=3)
+    good = load_split("folder", root, "test")
+    path = cache_path("folder", root, "test")
+    raw = bytearray(path.read_bytes())
+    stored = bytes(good.images.flatten()[:64].tolist())
+    start = raw.index(stored)
+    raw[start : start + 64] = bytes(255 - b for b in stored)
+    path.write_bytes(bytes(raw))
+    assert not torch.equal(torch.load(path, weights_only=True)["images"], good.images)
+    assert torch.equal(load_split("folder", root, "test").images, good.images)
+    assert torch.equal(torch.load(path, weights_only=True)["images"], good.images)

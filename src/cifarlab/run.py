@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
-from cifarlab.module import ClassifierModule
+from cifarlab.module import ClassifierModule, build_optimizer
 from cifarlab.reliability import (
     AtomicCheckpointIO,
     ConfigInCheckpoint,
@@ -83,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=plain(cfg.get("scheduler")),
         data=plain(datamodule.hparams),
     )
+    build_optimizer(module.parameters(), module.hparams.optimizer)  # a bad one stops us before fit
     safety = [ConfigInCheckpoint(plain(cfg)), DivergenceGuard()]
     trainer: L.Trainer = instantiate(
         cfg.trainer,

@@ -207,6 +207,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_unrun(trained: Path, tmp_pa
     assert marker.exists()
 
 
+def test_a_resumed_module_remembers_its_best_validation_accuracy(trained: Path) -> None:
+    ckpt = torch.load(trained, weights_only=True)
+    module = ClassifierModule(**ckpt["hyper_parameters"])
+    module.on_load_checkpoint(ckpt)
+    assert ckpt["val_acc_best"] > 0.5
+    assert module.val_acc_best.compute() == ckpt["val_acc_best"]
+
+
 def test_resume_refuses_foreign_checkpoints_and_changed_settings(
     trained: Path, tmp_path: Path
 ) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from cifarlab.module import ClassifierModule
 from cifarlab.run import evaluate, train
 
 from .conftest import compose_config, make_folder, quick_overrides
+from .test_train import ROOT, run_script
 
 RESUME_RUN = [
     "data.source=cifar10",
@@ -315,3 +319,48 @@ def test_a_corrupt_cache_is_rebuilt_not_served(tmp_path: Path) -> None:
     assert not torch.equal(torch.load(path, weights_only=True)["images"], good.images)
     assert torch.equal(load_split("folder", root, "test").images, good.images)
     assert torch.equal(torch.load(path, weights_only=True)["images"], good.images)
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_through_train_py(folder_root: Path, tmp_path: Path) -> None:
+    """The real entry point: a SIGTERM'd run exits 143 and one ckpt_path= finishes it."""
+    run = tmp_path / "run"
+    overrides = [o for o in quick_overrides(folder_root, run) if "output_dir" not in o]
+    overrides += ["trainer.max_epochs=40", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert f"train.py ckpt_path={last}" in stderr and "Traceback" not in stderr
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+
+    refused = run_script("train.py", f"ckpt_path={last}", "optimizer.lr=0.5", cwd=tmp_path)
+    assert refused.returncode == 2 and "optimizer.lr=0.5" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    record = tmp_path / "record"
+    done = run_script("train.py", f"ckpt_path={last}", f"hydra.run.dir={record}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["status"] == "completed" and saved["epochs"] == 40
+    assert sorted(p.name for p in record.iterdir()) == [".hydra", "train.log"]
+
+
+@pytest.mark.slow
+def test_eval_py_refuses_a_checkpoint_that_would_run_code(trained: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": RunsCode(marker), "hyper_parameters": {}}, evil)
+    proc = run_script("eval.py", f"ckpt_path={evil}", f"hydra.run.dir={tmp_path}/e", cwd=tmp_path)
+    assert proc.returncode == 2 and f"ckpt_path={evil}" in proc.stderr
+    assert "Traceback" not in proc.stderr and not marker.exists()

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cifarlab.data import cache_path, load_split
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule
+from cifarlab.reliability import AtomicCheckpointIO, resume_config
 from cifarlab.run import evaluate, train
 
 from .conftest import compose_config, make_folder, quick_overrides
@@ -105,10 +106,19 @@ def test_sigterm_keeps_the_last_completed_epoch_in_plain_data(
 ) -> None:
     """The tiny task peaks at epoch 0, so epoch 1 saves no better checkpoint, yet last.ckpt
     must hold it (Lightning alone would keep epoch 0 there)."""
+    saved_through: list[str] = []
+    atomic_save = AtomicCheckpointIO.save_checkpoint
+
+    def recording_save(self, checkpoint, path, storage_options=None):
+        saved_through.append(Path(path).name)
+        atomic_save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recording_save)
     stop_during(monkeypatch, epoch=2, batch=1, stop=sigterm)
     with pytest.raises(SystemExit) as info:
         train(train_cfg(folder_root, tmp_path, "trainer.max_epochs=3"))
     assert info.value.code == 143
+    assert saved_through.count("last.ckpt") == 2  # epochs 0 and 1, both written atomically
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "interrupted" and saved["epochs"] == 2
     assert f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}" in saved["message"]
@@ -125,6 +135,34 @@ def test_sigterm_keeps_the_last_completed_epoch_in_plain_data(
 
     assert kinds(ckpt) <= {dict, list, tuple, str, int, float, bool, type(None), torch.Tensor}
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(
+    folder_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stop_during(monkeypatch, epoch=0, batch=1, stop=keyboard_interrupt)
+    with pytest.raises(SystemExit) as info:
+        train(train_cfg(folder_root, tmp_path))
+    assert info.value.code == 130
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and saved["last_ckpt"] is None
+    assert "before its first epoch completed" in saved["message"]
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": torch.tensor(2), "x": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
 def nan_loss_from_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
@@ -222,8 +260,6 @@ def test_a_resumed_module_remembers_its_best_validation_accuracy(trained: Path) 
 def test_resume_refuses_foreign_checkpoints_and_changed_settings(
     trained: Path, tmp_path: Path
 ) -> None:
-    from cifarlab.reliability import resume_config
-
     run = trained.parents[1]
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     ckpt = torch.load(trained, weights_only=True)

@@ -49,7 +49,7 @@ AUGMENTATIONS = {
 }
 SOURCES = ("cifar10", "folder")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 2: scandir fingerprint; 3: plus a checksum of the tensors
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_DIR = "cifar-10-batches-py"
 
@@ -137,6 +137,13 @@ def _fingerprint(source: str, root: Path, split: str, classes: Sequence[str]) ->
     return digest.hexdigest()
 
 
+def _checksum(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A digest of the tensors themselves: torch.load does not notice flipped bytes in a file."""
+    digest = hashlib.sha1(images.contiguous().numpy().data)
+    digest.update(labels.contiguous().numpy().data)
+    return digest.hexdigest()
+
+
 def _decode_one(path: Path) -> torch.Tensor:
     try:
         image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
@@ -178,7 +185,7 @@ def _read_cifar10(root: Path, split: str) -> ImageSet:
 def load_split(source: str, root: str | Path, split: str) -> ImageSet:
     """The split as tensors, from the on-disk cache when it matches the files, else decoded anew.
 
-    A cache that is stale, truncated or unreadable is rebuilt rather than trusted.
+    A cache that is stale, truncated, corrupt or unreadable is rebuilt rather than trusted.
     """
     root = Path(root)
     classes = source_classes(source, root)
@@ -187,8 +194,8 @@ def load_split(source: str, root: str | Path, split: str) -> ImageSet:
     if path.exists():
         try:
             cached = torch.load(path, weights_only=True)
-            if cached["fingerprint"] == fingerprint and len(cached["images"]) == len(
-                cached["labels"]
+            if cached["fingerprint"] == fingerprint and cached["checksum"] == _checksum(
+                cached["images"], cached["labels"]
             ):
                 return ImageSet(cached["images"], cached["labels"], list(cached["classes"]))
         except Exception:
@@ -198,6 +205,7 @@ def load_split(source: str, root: str | Path, split: str) -> ImageSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "fingerprint": fingerprint,
+            "checksum": _checksum(data.images, data.labels),
             "images": data.images,
             "labels": data.labels,
             "classes": data.classes,

@@ -125,6 +125,13 @@ class ClassifierModule(L.LightningModule):
             self.val_acc_best.update(scalars["val/acc"])
             self.log("val/acc_best", self.val_acc_best.compute())
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # torchmetrics keep their state out of state_dict; a resumed run needs the best so far
+        checkpoint["val_acc_best"] = self.val_acc_best.max_value.detach().cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_acc_best.update(checkpoint["val_acc_best"])
+
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         self._eval_step(batch, "test")
 

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
-from cifarlab.module import ClassifierModule
+from cifarlab.module import ClassifierModule, build_optimizer
+from cifarlab.reliability import (
+    AtomicCheckpointIO,
+    ConfigInCheckpoint,
+    Diverged,
+    DivergenceGuard,
+    interrupted_message,
+    load_checkpoint,
+    resume_config,
+)
 from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
 from cifarlab.utils import log, plain, write_json
 
@@ -47,9 +59,20 @@ def _report(
     return metrics
 
 
+def _command_line_overrides() -> list[str] | None:
+    """The overrides Hydra was started with; None when called without Hydra (as tests do)."""
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fits the configured model, tests its best checkpoint, reports and returns the metrics."""
+    """Fits the configured model, tests its best checkpoint, reports and returns the metrics.
+
+    With ``ckpt_path`` set, continues the checkpoint's run with that run's own config.
+    """
     start = time.perf_counter()
+    cfg = resume_config(cfg, _command_line_overrides())
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -61,63 +84,82 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=plain(cfg.get("scheduler")),
         data=plain(datamodule.hparams),
     )
+    build_optimizer(module.parameters(), module.hparams.optimizer)  # a bad one stops us before fit
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    safety = [ConfigInCheckpoint(plain(cfg)), DivergenceGuard()]
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *safety],
         logger=_instantiate_all(cfg.get("logger")) or False,
+        **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),
     )
     log.info("Output directory: %s", output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    status, problem = "completed", None
+    try:
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+        )
+    except Diverged as err:
+        status, problem = "diverged", str(err)
+        log.error("%s", problem)
+    except SystemExit as err:
+        # Lightning ends fit on Ctrl-C / SIGTERM by SystemExit, after its hooks ran
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        _record_interrupt(trainer, output_dir, start)
+        raise SystemExit(143 if isinstance(err, SIGTERMException) else 130) from None
     best_score = trainer.callback_metrics.get("val/acc_best")
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     last = getattr(checkpoint, "last_model_path", "")
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+    extra = {
+        "val/acc_best": float(best_score) if best_score is not None else None,
+        "status": status,
+        **({"message": problem} if problem else {}),
+        "epochs": trainer.current_epoch,
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        "model": cfg.model.name,
+        "num_params": sum(p.numel() for p in module.net.parameters()),
+        "best_ckpt": best or None,
+        "last_ckpt": last or None,
+        "output_dir": str(output_dir),
+    }
+    if status == "diverged" and not best:
+        write_json(output_dir / "metrics.json", extra)
+        return extra
+    results = trainer.test(
+        module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+    )[0]
     return _report(
         output_dir,
         f"{cfg.model.name} test accuracy ({trainer.current_epoch} epochs)",
         results,
         datamodule.class_names,
-        {
-            "val/acc_best": float(best_score) if best_score is not None else None,
-            "status": "completed",
-            "epochs": trainer.current_epoch,
-            "wall_time_s": round(time.perf_counter() - start, 2),
-            "model": cfg.model.name,
-            "num_params": sum(p.numel() for p in module.net.parameters()),
-            "best_ckpt": best or None,
-            "last_ckpt": last or None,
-            "output_dir": str(output_dir),
-        },
+        extra,
     )
 
 
-def load_checkpoint(path: str | None) -> dict[str, Any]:
-    """Reads a cifarlab checkpoint with ``weights_only=True``: tensors and plain containers only."""
-    if not path:
-        raise CifarlabError(
-            "eval.py needs a checkpoint: add ckpt_path=PATH, e.g. "
-            "ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt."
-        )
-    if not Path(path).is_file():
-        raise CifarlabError(f"ckpt_path={path} does not exist (or is not a file).")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CifarlabError(
-            f"ckpt_path={path} is not a checkpoint cifarlab can load safely ({type(err).__name__}; "
-            "only tensors and plain containers are accepted). Pass a .ckpt written by train.py."
-        ) from None
-    if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
-        raise CifarlabError(
-            f"ckpt_path={path} is not a cifarlab checkpoint (no state_dict/hyper_parameters). "
-            "Pass a .ckpt written by train.py."
-        )
-    return ckpt
+def _record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> None:
+    """Says where the last completed epoch is, in metrics.json and on stderr."""
+    checkpoint = trainer.checkpoint_callback
+    last = getattr(checkpoint, "last_model_path", "") or None
+    message = interrupted_message(output_dir, last)
+    write_json(
+        output_dir / "metrics.json",
+        {
+            "status": "interrupted",
+            "message": message,
+            "epochs": trainer.current_epoch,
+            "wall_time_s": round(time.perf_counter() - start, 2),
+            "best_ckpt": getattr(checkpoint, "best_model_path", "") or None,
+            "last_ckpt": last,
+            "output_dir": str(output_dir),
+        },
+    )
+    print(f"\n{message}\n", file=sys.stderr)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -159,22 +159,25 @@ def test_precision_lightning_refuses_becomes_one_paragraph(tmp_path: Path, preci
         build_trainer(cfg.trainer, logger=False)
 
 
-def test_speed_options_keep_the_state_dict_of_the_plain_net() -> None:
-    args = {"class_names": ["a", "b", "c"], "optimizer": {"name": "sgd", "lr": 0.1}}
-    plain_module = ClassifierModule(model={"name": "bn_cnn", "width": 8}, **args)
+MODULE_ARGS = {"class_names": ["a", "b", "c"], "optimizer": {"name": "sgd", "lr": 0.1}}
+
+
+def test_channels_last_converts_the_net_and_keeps_its_state_dict() -> None:
+    plain_module = ClassifierModule(model={"name": "bn_cnn", "width": 8}, **MODULE_ARGS)
     fast = ClassifierModule(
-        model={"name": "bn_cnn", "width": 8, "compile": True},
-        data={"channels_last": True},
-        **args,
+        model={"name": "bn_cnn", "width": 8}, data={"channels_last": True}, **MODULE_ARGS
     )
     conv = fast.net.features[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    assert fast.net._compiled_call_impl is not None
-    assert plain_module.net._compiled_call_impl is None
+    assert plain_module.net.features[0].weight.is_contiguous()
     assert list(fast.state_dict()) == list(plain_module.state_dict())
     plain_module.load_state_dict(fast.state_dict())
     with pytest.raises(CifarlabError, match="model.compile='yes' must be true or false"):
-        ClassifierModule(model={"name": "lenet", "width": 6, "compile": "yes"}, **args)
+        ClassifierModule(model={"name": "lenet", "width": 6, "compile": "yes"}, **MODULE_ARGS)
+    with pytest.raises(CifarlabError, match="data.channels_last=1 must be true or false"):
+        ClassifierModule(
+            model={"name": "lenet", "width": 6}, data={"channels_last": 1}, **MODULE_ARGS
+        )
 
 
 def test_bf16_channels_last_run_trains_and_its_checkpoint_evaluates(
@@ -186,7 +189,7 @@ def test_bf16_channels_last_run_trains_and_its_checkpoint_evaluates(
         [
             *quick_overrides(folder_root, tmp_path / "run"),
             "model=bn_cnn",
-            "trainer.max_epochs=3",
+            "model.width=8",
             "trainer.precision=bf16-mixed",
             "data.channels_last=true",
         ],
@@ -340,6 +343,7 @@ def test_script_relaunching_ddp_runs_every_rank_but_rank_zero_reports(
         *overrides,
         "trainer=ddp_cpu",
         "trainer.strategy=ddp",
+        "data.batch_size=8",
         "model=bn_cnn",
         "model.width=8",
         f"hydra.run.dir={tmp_path / 'run'}",
@@ -353,10 +357,33 @@ def test_script_relaunching_ddp_runs_every_rank_but_rank_zero_reports(
 
 
 @pytest.mark.slow
-def test_compiled_model_trains_on_cpu(folder_root: Path, tmp_path: Path) -> None:
-    """torch.compile needs a C compiler on the CPU; it is the GPU speed option, checked here."""
-    cfg = compose_config("train", [*ddp_overrides(folder_root, tmp_path), "model.compile=true"])
-    assert train(cfg)["test/acc"] >= 0.8
+def test_compiled_model_trains_on_cpu_and_its_checkpoint_loads_uncompiled(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """torch.compile (a GPU speed option) on the CPU, where it needs a C compiler."""
+    compiled = ClassifierModule(
+        model={"name": "bn_cnn", "width": 8, "compile": True}, **MODULE_ARGS
+    )
+    assert compiled.net._compiled_call_impl is not None
+    cfg = compose_config(
+        "train", [*ddp_overrides(folder_root, tmp_path / "run"), "model.compile=true"]
+    )
+    trained = train(cfg)
+    assert trained["test/acc"] >= 0.8
+    ckpt = torch.load(trained["best_ckpt"], weights_only=True)
+    assert not any("_orig_mod" in key for key in ckpt["state_dict"])
+    evaluated = evaluate(
+        compose_config(
+            "eval",
+            [
+                f"ckpt_path={trained['best_ckpt']}",
+                f"paths.output_dir={tmp_path / 'eval'}",
+                "trainer=cpu",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
+    )
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
 
 
 def gpu_overrides(root: Path, out: Path, *extra: str) -> list[str]:

@@ -34,7 +34,7 @@ GPU_ACCELERATORS = ("gpu", "cuda")
 IN_PROCESS_DDP = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
 # ... and those that start them by running the script again (or leave it to a cluster's launcher)
 SCRIPT_DDP = ("ddp", "ddp_find_unused_parameters_true")
-# (Kubeflow cannot be detected; set its variables as for torchrun)
+# launchers that start one process per device themselves (Kubeflow is not auto-detectable)
 CLUSTER_ENVIRONMENTS = (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)
 
 

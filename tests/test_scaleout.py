@@ -364,7 +364,12 @@ def test_compiled_model_trains_on_cpu_and_its_checkpoint_loads_uncompiled(
     compiled = ClassifierModule(
         model={"name": "bn_cnn", "width": 8, "compile": True}, **MODULE_ARGS
     )
-    assert compiled.net._compiled_call_impl is not None
+    assert compiled.net._compiled_call_impl is None  # compiled where it runs, see configure_model
+    compiled.configure_model()
+    first = compiled.net._compiled_call_impl
+    assert first is not None
+    compiled.configure_model()  # Lightning calls it again for trainer.test: compiles once
+    assert compiled.net._compiled_call_impl is first
     cfg = compose_config(
         "train", [*ddp_overrides(folder_root, tmp_path / "run"), "model.compile=true"]
     )

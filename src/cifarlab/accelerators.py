@@ -169,18 +169,15 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
         ) from None
 
 
-def apply_speed_options(net: nn.Module, *, compile_net: bool, channels_last: bool) -> None:
-    """GPU speed options, applied in place so the state_dict keys stay those of the plain net.
+def check_speed_options(net: nn.Module, *, compile_net: bool, channels_last: bool) -> None:
+    """Validates the GPU speed options and converts ``net`` to channels_last in place.
 
     ``channels_last`` stores conv weights NHWC to match the batches of ``data.channels_last``
-    (tensor cores prefer it; mixing layouts costs a conversion per layer). ``compile_net`` uses
-    ``nn.Module.compile``, which unlike ``torch.compile(net)`` adds no ``_orig_mod.`` prefix, so a
-    compiled run's checkpoint loads into an uncompiled model (eval.py) and back.
+    (tensor cores prefer it; mixing layouts costs a conversion per layer); the state_dict keys stay
+    those of the plain net. Compiling is left to ``ClassifierModule.configure_model``.
     """
     for name, value in (("model.compile", compile_net), ("data.channels_last", channels_last)):
         if not isinstance(value, bool):
             raise CifarlabError(f"{name}={value!r} must be true or false.")
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    if compile_net:
-        net.compile()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from cifarlab.accelerators import apply_speed_options
+from cifarlab.accelerators import check_speed_options
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 
@@ -63,9 +63,10 @@ class ClassifierModule(L.LightningModule):
         self.class_names = list(class_names)
         model_options = {k: v for k, v in model.items() if k not in ("name", "width", "compile")}
         self.net = build_model(model["name"], len(class_names), model["width"], **model_options)
-        apply_speed_options(
+        self.compile_net = model.get("compile", False)
+        check_speed_options(
             self.net,
-            compile_net=model.get("compile", False),
+            compile_net=self.compile_net,
             channels_last=(data or {}).get("channels_last", False),
         )
         n = len(class_names)
@@ -83,6 +84,14 @@ class ClassifierModule(L.LightningModule):
                 "acc_class": MulticlassAccuracy(num_classes, average=None),
             }
         )
+
+    def configure_model(self) -> None:
+        """Compiles the net (``model.compile``) in the process that runs it: ddp_spawn pickles the
+        module into its workers, and pickling drops compilation. ``nn.Module.compile`` works in
+        place, so unlike ``torch.compile(net)`` it adds no ``_orig_mod.`` prefix to the state_dict
+        and a compiled run's checkpoint loads into a plain model (eval.py) and back."""
+        if self.compile_net and self.net._compiled_call_impl is None:
+            self.net.compile()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -435,7 +435,9 @@ def test_gpu_data_stays_on_the_gpu(folder_root: Path, tmp_path: Path) -> None:
 def test_ddp_preset_on_two_gpus(folder_root: Path, tmp_path: Path) -> None:
     overrides = [
         o
-        for o in gpu_overrides(folder_root, tmp_path, "trainer=ddp", "trainer.devices=2")
+        for o in gpu_overrides(
+            folder_root, tmp_path, "trainer=ddp", "trainer.devices=2", "data.batch_size=8"
+        )
         if "output_dir" not in o
     ]
     proc = run_script("train.py", *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)

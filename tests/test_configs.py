@@ -53,7 +53,14 @@ def test_model_optimizer_scheduler_compose_and_build(
 def test_trainer_presets_compose(preset: str) -> None:
     cfg = compose_config("train", [f"trainer={preset}", "trainer.max_epochs=3"])
     assert cfg.trainer.max_epochs == 3
-    expected = {"default": "auto", "cpu": "cpu", "gpu": "gpu", "mps": "mps"}[preset]
+    expected = {
+        "default": "auto",
+        "cpu": "cpu",
+        "gpu": "gpu",
+        "mps": "mps",
+        "ddp": "gpu",
+        "ddp_cpu": "cpu",
+    }[preset]
     assert cfg.trainer.accelerator == expected
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from cifarlab.accelerators import check_speed_options
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 
@@ -45,6 +46,8 @@ class ClassifierModule(L.LightningModule):
 
     Every constructor argument is a plain container (str, number, list, dict), so the checkpoint
     carries all it takes to rebuild the model and loads with ``torch.load(weights_only=True)``.
+    ``model.compile`` and ``data.channels_last`` change how the network runs, never its state_dict,
+    so checkpoints load the same with or without them.
     """
 
     def __init__(
@@ -58,8 +61,14 @@ class ClassifierModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
-        model_options = {k: v for k, v in model.items() if k not in ("name", "width")}
+        model_options = {k: v for k, v in model.items() if k not in ("name", "width", "compile")}
         self.net = build_model(model["name"], len(class_names), model["width"], **model_options)
+        self.compile_net = model.get("compile", False)
+        check_speed_options(
+            self.net,
+            compile_net=self.compile_net,
+            channels_last=(data or {}).get("channels_last", False),
+        )
         n = len(class_names)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(n, average="micro")
@@ -76,6 +85,14 @@ class ClassifierModule(L.LightningModule):
             }
         )
 
+    def configure_model(self) -> None:
+        """Compiles the net (``model.compile``) in the process that runs it: ddp_spawn pickles the
+        module into its workers, and pickling drops compilation. ``nn.Module.compile`` works in
+        place, so unlike ``torch.compile(net)`` it adds no ``_orig_mod.`` prefix to the state_dict
+        and a compiled run's checkpoint loads into a plain model (eval.py) and back."""
+        if self.compile_net and self.net._compiled_call_impl is None:
+            self.net.compile()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -89,7 +106,9 @@ class ClassifierModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss", self.train_loss.compute(), sync_dist=True)
-        self.log("train/acc", self.train_acc.compute())
+        self.log("train/acc", self.train_acc.compute(), sync_dist=True)
+        # for run.py: the count survives ddp_spawn/ddp_fork, which return only callback_metrics
+        self.log("train/epochs", float(self.current_epoch + 1), logger=False, sync_dist=True)
         self.train_loss.reset()
         self.train_acc.reset()
 
@@ -111,7 +130,9 @@ class ClassifierModule(L.LightningModule):
                 for i, name in enumerate(self.class_names)
             },
         }
-        self.log_dict(scalars)
+        # torchmetrics has already synchronized these across DDP processes; sync_dist=True keeps
+        # Lightning's check quiet and averages identical values
+        self.log_dict(scalars, sync_dist=True)
         loss.reset()
         metrics.reset()
         return scalars
@@ -123,7 +144,7 @@ class ClassifierModule(L.LightningModule):
         scalars = self._log_eval("val")
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(scalars["val/acc"])
-            self.log("val/acc_best", self.val_acc_best.compute())
+            self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # torchmetrics keep their state out of state_dict; a resumed run needs the best so far

@@ -15,6 +15,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from cifarlab.accelerators import build_trainer
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule, build_optimizer
@@ -39,23 +40,27 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def _report(
+    trainer: L.Trainer,
     output_dir: Path,
     stage_title: str,
     results: dict[str, float],
     classes: list[str],
     extra: dict[str, Any],
 ) -> dict[str, Any]:
+    """Rank 0's metrics, returned by every DDP process; only rank 0 prints and writes files."""
     per_class = per_class_from(results, "test", classes)
     overall = float(results["test/acc"])
-    print_accuracy_table(stage_title, overall, per_class)
-    plot_per_class(output_dir / "per_class_accuracy.png", stage_title, per_class)
     metrics = {
         "test/acc": overall,
         "test/loss": float(results["test/loss"]),
         "test/acc_class": per_class,
         **extra,
     }
-    write_json(output_dir / "metrics.json", metrics)
+    metrics = trainer.strategy.broadcast(metrics, src=0)
+    if trainer.is_global_zero:
+        print_accuracy_table(stage_title, overall, per_class)
+        plot_per_class(output_dir / "per_class_accuracy.png", stage_title, per_class)
+        write_json(output_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -64,6 +69,20 @@ def _command_line_overrides() -> list[str] | None:
     if not HydraConfig.initialized():
         return None
     return list(HydraConfig.get().overrides.task)
+
+
+def _last_checkpoint(checkpoint: Any) -> str | None:
+    """The callback's last.ckpt. ``ddp_spawn``/``ddp_fork`` train in worker processes and hand
+    back only the best path, so this process falls back to the file the callback wrote."""
+    if checkpoint is None or not getattr(checkpoint, "save_last", False):
+        return None
+    last = checkpoint.last_model_path
+    if not last and checkpoint.dirpath:
+        written = Path(checkpoint.dirpath) / (
+            checkpoint.CHECKPOINT_NAME_LAST + checkpoint.FILE_EXTENSION
+        )
+        last = str(written) if written.is_file() else ""
+    return last or None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -89,7 +108,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     safety = [ConfigInCheckpoint(plain(cfg)), DivergenceGuard()]
-    trainer: L.Trainer = instantiate(
+    trainer = build_trainer(
         cfg.trainer,
         callbacks=[*callbacks, *safety],
         logger=_instantiate_all(cfg.get("logger")) or False,
@@ -111,31 +130,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _record_interrupt(trainer, output_dir, start)
         raise SystemExit(143 if isinstance(err, SIGTERMException) else 130) from None
     best_score = trainer.callback_metrics.get("val/acc_best")
+    # callback_metrics also reach this process when spawned/forked DDP workers did the training
+    epochs = int(trainer.callback_metrics.get("train/epochs", trainer.current_epoch))
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
-    last = getattr(checkpoint, "last_model_path", "")
+    last = _last_checkpoint(checkpoint)
     extra = {
         "val/acc_best": float(best_score) if best_score is not None else None,
         "status": status,
         **({"message": problem} if problem else {}),
-        "epochs": trainer.current_epoch,
+        "epochs": epochs,
         "wall_time_s": round(time.perf_counter() - start, 2),
         "model": cfg.model.name,
         "num_params": sum(p.numel() for p in module.net.parameters()),
         "best_ckpt": best or None,
-        "last_ckpt": last or None,
+        "last_ckpt": last,
         "output_dir": str(output_dir),
     }
     if status == "diverged" and not best:
-        write_json(output_dir / "metrics.json", extra)
+        if trainer.is_global_zero:
+            write_json(output_dir / "metrics.json", extra)
         return extra
     results = trainer.test(
         module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
     )[0]
     return _report(
+        trainer,
         output_dir,
-        f"{cfg.model.name} test accuracy ({trainer.current_epoch} epochs)",
+        f"{cfg.model.name} test accuracy ({epochs} epochs)",
         results,
         datamodule.class_names,
         extra,
@@ -181,9 +204,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = ClassifierModule(**hparams)
     module.load_state_dict(ckpt["state_dict"])
     L.seed_everything(cfg.seed, workers=True)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    trainer = build_trainer(cfg.trainer, logger=False, callbacks=[])
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     return _report(
+        trainer,
         output_dir,
         f"{hparams['model']['name']} test accuracy ({Path(cfg.ckpt_path).name})",
         results,

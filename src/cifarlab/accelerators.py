@@ -1,0 +1,183 @@
+"""Checks a trainer config against the hardware that is really there, then builds the Trainer.
+
+Lightning reports a missing GPU or an impossible strategy deep inside ``Trainer(...)`` as a
+traceback, and a multi-node run without a cluster simply waits forever for the other nodes. These
+checks run first and say, in one paragraph, what the preset asked for and what this machine has.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import (
+    LSFEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+
+from cifarlab.errors import CifarlabError
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+# Lightning's strategy names that start their processes with multiprocessing inside this job
+IN_PROCESS_DDP = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+# ... and those that start them by running the script again (or leave it to a cluster's launcher)
+SCRIPT_DDP = ("ddp", "ddp_find_unused_parameters_true")
+# launchers that start one process per device themselves (Kubeflow is not auto-detectable)
+CLUSTER_ENVIRONMENTS = (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)
+
+
+def found_hardware() -> str:
+    """What this machine offers, in the words a user would check (for error messages)."""
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        gpus = f"{len(names)} CUDA GPU(s) ({', '.join(names)})"
+    elif torch.version.cuda is None:
+        gpus = f"no CUDA GPU (this torch {torch.__version__} is a CPU-only build)"
+    else:
+        gpus = f"no CUDA GPU (torch {torch.__version__} with CUDA {torch.version.cuda} finds none)"
+    if torch.backends.mps.is_available():
+        mps = "Apple MPS available"
+    elif torch.backends.mps.is_built():
+        mps = "no Apple MPS device (torch has MPS support, but macOS/the Mac offers none)"
+    else:
+        mps = f"no Apple MPS (MPS needs an Apple-silicon Mac; this is {platform.system()})"
+    cpus = mp.cpu_count()
+    return f"{gpus}; {mps}; {cpus} CPU core(s)"
+
+
+def requested_gpus(devices: Any) -> int | None:
+    """How many GPUs ``trainer.devices`` asks for; None for 'all there are' (auto, -1)."""
+    if devices in (None, "auto", -1, "-1"):
+        return None
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    try:
+        if isinstance(devices, str) and "," in devices:
+            return len([p for p in devices.split(",") if p.strip()])
+        return int(devices)
+    except (TypeError, ValueError):
+        return None  # not a count: Lightning's own parser reports it
+
+
+def _cluster_starts_processes() -> bool:
+    """True under SLURM, torchrun and the like: they start one process per device themselves."""
+    return any(env.detect() for env in CLUSTER_ENVIRONMENTS)
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _check_devices(accelerator: str, devices: Any) -> None:
+    if accelerator in GPU_ACCELERATORS:
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        wanted = requested_gpus(devices)
+        if available == 0 or (wanted is not None and wanted > available):
+            need = "a CUDA GPU" if wanted is None else f"{wanted} CUDA GPU(s)"
+            raise CifarlabError(
+                f"trainer.accelerator={accelerator} with trainer.devices={devices} needs {need}, "
+                f"but this machine has {found_hardware()}. Use trainer=cpu (or trainer=ddp_cpu to "
+                "try DDP on CPUs), lower trainer.devices, or run where the GPUs are."
+            )
+    elif accelerator == "mps":
+        if not torch.backends.mps.is_available():
+            raise CifarlabError(
+                f"trainer=mps (trainer.accelerator=mps) needs Apple's Metal GPU, but this machine "
+                f"has {found_hardware()}. Use trainer=cpu, or the default trainer "
+                "(accelerator: auto), which picks CUDA, then MPS, then the CPU."
+            )
+        if requested_gpus(devices) not in (None, 1):
+            raise CifarlabError(
+                f"trainer.devices={devices} with trainer.accelerator=mps: a Mac has one MPS "
+                "device, so use trainer.devices=1."
+            )
+
+
+def _check_strategy(strategy: Any, num_nodes: Any) -> None:
+    if not isinstance(strategy, str):
+        return
+    distributed = strategy in IN_PROCESS_DDP or strategy in SCRIPT_DDP
+    if distributed and not dist.is_available():
+        raise CifarlabError(
+            f"trainer.strategy={strategy} needs torch.distributed, which this torch "
+            f"{torch.__version__} build lacks. Use trainer=cpu or trainer=gpu (one device)."
+        )
+    start_method = IN_PROCESS_DDP.get(strategy)
+    if start_method is not None and start_method not in mp.get_all_start_methods():
+        raise CifarlabError(
+            f"trainer.strategy={strategy} starts its workers with '{start_method}', which "
+            f"{platform.system()} does not offer (it has {', '.join(mp.get_all_start_methods())}). "
+            "Use trainer.strategy=ddp_spawn."
+        )
+    cluster = _cluster_starts_processes()
+    if strategy in SCRIPT_DDP and _in_multirun() and not cluster:
+        raise CifarlabError(
+            f"trainer.strategy={strategy} starts one process per device by running train.py "
+            "again with the same command line, which cannot work inside a Hydra multirun (-m): "
+            "every copy would start the whole sweep. Use trainer.strategy=ddp_spawn for sweeps on "
+            "this machine, or a cluster launcher (hydra/launcher=slurm) where SLURM starts the "
+            "processes."
+        )
+    if isinstance(num_nodes, int) and num_nodes > 1 and not cluster:
+        raise CifarlabError(
+            f"trainer.num_nodes={num_nodes} needs a cluster that starts the processes on every "
+            "node (SLURM, torchrun or LSF), but none was found, so the run would wait "
+            "forever for the other nodes. Run it under SLURM (hydra/launcher=slurm or sbatch + "
+            "srun), or use trainer.num_nodes=1."
+        )
+
+
+def check_trainer_config(trainer_cfg: DictConfig | Mapping[str, Any]) -> None:
+    """Raises CifarlabError when the config asks for hardware or a launch this machine lacks."""
+
+    def value(key: str, default: Any) -> Any:  # read key by key: the rest may need Hydra to resolve
+        node = trainer_cfg.get(key, default)
+        return OmegaConf.to_container(node) if isinstance(node, ListConfig) else node
+
+    accelerator = str(value("accelerator", None) or "auto").lower()
+    _check_devices(accelerator, value("devices", "auto"))
+    _check_strategy(value("strategy", None), value("num_nodes", 1))
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """Checks the config, then instantiates the Trainer; Lightning's refusals become one paragraph.
+
+    Lightning validates precision, accelerator and strategy names as it builds the Trainer (e.g.
+    ``precision=16-mixed`` on a CPU); its message is kept, the traceback dropped.
+    """
+    check_trainer_config(trainer_cfg)
+    try:
+        return instantiate(trainer_cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise CifarlabError(
+            f"Lightning rejected the trainer config: {cause} Check trainer.accelerator, "
+            "trainer.devices, trainer.strategy and trainer.precision (e.g. bf16-mixed, 16-mixed "
+            "on a GPU, 32)."
+        ) from None
+
+
+def check_speed_options(net: nn.Module, *, compile_net: bool, channels_last: bool) -> None:
+    """Validates the GPU speed options and converts ``net`` to channels_last in place.
+
+    ``channels_last`` stores conv weights NHWC to match the batches of ``data.channels_last``
+    (tensor cores prefer it; mixing layouts costs a conversion per layer); the state_dict keys stay
+    those of the plain net. Compiling is left to ``ClassifierModule.configure_model``.
+    """
+    for name, value in (("model.compile", compile_net), ("data.channels_last", channels_last)):
+        if not isinstance(value, bool):
+            raise CifarlabError(f"{name}={value!r} must be true or false.")
+    if channels_last:
+        net.to(memory_format=torch.channels_last)

@@ -1,0 +1,446 @@
+"""Trainer presets against the hardware that is there, DDP on CPUs, and the GPU speed options.
+
+The DDP runs use ``trainer=ddp_cpu`` (2 forked CPU processes, gloo) on the tiny folder data; tests
+marked ``gpu`` need CUDA and are skipped without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from cifarlab import accelerators
+from cifarlab.accelerators import build_trainer, check_trainer_config, requested_gpus
+from cifarlab.errors import CifarlabError
+from cifarlab.module import ClassifierModule
+from cifarlab.run import _report, evaluate, train
+from cifarlab.utils import plain
+
+from .conftest import compose_config, quick_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+class SplitProbe(L.Callback):
+    """Writes, per DDP rank, a hash of the validation split and how many images the rank saw."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.seen = 0
+
+    def on_validation_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self.seen += len(args[1][1])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        images = trainer.datamodule.splits["val"].images
+        record = {
+            "world_size": trainer.world_size,
+            "val_sha1": hashlib.sha1(images.numpy().tobytes()).hexdigest(),
+            "seen": self.seen,
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+        self.seen = 0
+
+
+def no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+def one_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Fake GPU 80GB")
+
+
+def trainer_cfg(*overrides: str) -> Any:
+    return compose_config("train", list(overrides)).trainer
+
+
+@pytest.mark.parametrize("preset", ["gpu", "ddp"])
+def test_gpu_presets_without_a_gpu_say_what_was_found(
+    preset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_gpus(monkeypatch)
+    with pytest.raises(CifarlabError) as err:
+        check_trainer_config(trainer_cfg(f"trainer={preset}"))
+    message = str(err.value)
+    assert "no CUDA GPU" in message and "CPU core" in message and "trainer=cpu" in message
+
+
+def test_more_gpus_than_there_are_names_the_ones_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    one_fake_gpu(monkeypatch)
+    check_trainer_config(trainer_cfg("trainer=gpu"))
+    check_trainer_config(trainer_cfg("trainer=ddp"))  # auto: all of the one GPU
+    with pytest.raises(CifarlabError, match=r"needs 2 CUDA GPU.*1 CUDA GPU\(s\) \(Fake GPU 80GB\)"):
+        check_trainer_config(trainer_cfg("trainer=ddp", "trainer.devices=2"))
+    with pytest.raises(CifarlabError, match="needs 2 CUDA GPU"):
+        check_trainer_config(trainer_cfg("trainer=ddp", "trainer.devices=[0,3]"))
+
+
+def test_mps_preset_without_mps_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    cfg = trainer_cfg("trainer=mps")
+    assert cfg.accelerator == "mps" and cfg.devices == 1
+    with pytest.raises(CifarlabError, match="trainer=mps.*Apple.*no Apple MPS"):
+        check_trainer_config(cfg)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    check_trainer_config(cfg)
+    with pytest.raises(CifarlabError, match="one MPS device"):
+        check_trainer_config(trainer_cfg("trainer=mps", "trainer.devices=2"))
+
+
+@pytest.mark.parametrize(
+    ("devices", "count"), [("auto", None), (-1, None), (2, 2), ("3", 3), ("0,1", 2), ([1], 1)]
+)
+def test_requested_gpus_reads_every_form_of_devices(devices: Any, count: int | None) -> None:
+    assert requested_gpus(devices) == count
+
+
+def test_multi_node_without_a_cluster_is_refused_and_allowed_under_slurm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = trainer_cfg("trainer=ddp_cpu", "trainer.num_nodes=2")
+    for var in ("SLURM_NTASKS", "SLURM_JOB_NAME", "LOCAL_RANK", "LSB_JOBID"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(CifarlabError, match="num_nodes=2.*wait forever"):
+        check_trainer_config(cfg)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    check_trainer_config(cfg)
+
+
+def test_script_relaunching_ddp_is_refused_inside_a_multirun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lightning's 'ddp' runs train.py again per device; under -m that would re-run the sweep."""
+    cfg = trainer_cfg("trainer=ddp_cpu", "trainer.strategy=ddp")
+    check_trainer_config(cfg)  # a single run may re-launch itself
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(
+        HydraConfig, "get", staticmethod(lambda: SimpleNamespace(mode=RunMode.MULTIRUN))
+    )
+    with pytest.raises(CifarlabError, match="multirun.*ddp_spawn.*hydra/launcher=slurm"):
+        check_trainer_config(cfg)
+    check_trainer_config(trainer_cfg("trainer=ddp_cpu"))  # ddp_fork works inside the multirun
+    monkeypatch.setenv("SLURM_NTASKS", "2")  # under SLURM, srun starts the processes instead
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    check_trainer_config(cfg)
+
+
+def test_fork_strategy_on_a_platform_without_fork_points_to_spawn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(accelerators.mp, "get_all_start_methods", lambda: ["spawn"])
+    with pytest.raises(CifarlabError, match="ddp_fork.*'fork'.*trainer.strategy=ddp_spawn"):
+        check_trainer_config(trainer_cfg("trainer=ddp_cpu"))
+
+
+@pytest.mark.parametrize("precision", ["bogus", "8"])
+def test_precision_lightning_refuses_becomes_one_paragraph(tmp_path: Path, precision: str) -> None:
+    cfg = compose_config(
+        "train", [f"paths.output_dir={tmp_path}", "trainer=cpu", f"trainer.precision={precision}"]
+    )
+    with pytest.raises(CifarlabError, match=f"rejected the trainer config.*{precision}"):
+        build_trainer(cfg.trainer, logger=False)
+
+
+MODULE_ARGS = {"class_names": ["a", "b", "c"], "optimizer": {"name": "sgd", "lr": 0.1}}
+
+
+def test_channels_last_converts_the_net_and_keeps_its_state_dict() -> None:
+    plain_module = ClassifierModule(model={"name": "bn_cnn", "width": 8}, **MODULE_ARGS)
+    fast = ClassifierModule(
+        model={"name": "bn_cnn", "width": 8}, data={"channels_last": True}, **MODULE_ARGS
+    )
+    conv = fast.net.features[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert plain_module.net.features[0].weight.is_contiguous()
+    assert list(fast.state_dict()) == list(plain_module.state_dict())
+    plain_module.load_state_dict(fast.state_dict())
+    with pytest.raises(CifarlabError, match="model.compile='yes' must be true or false"):
+        ClassifierModule(model={"name": "lenet", "width": 6, "compile": "yes"}, **MODULE_ARGS)
+    with pytest.raises(CifarlabError, match="data.channels_last=1 must be true or false"):
+        ClassifierModule(
+            model={"name": "lenet", "width": 6}, data={"channels_last": 1}, **MODULE_ARGS
+        )
+
+
+def test_bf16_channels_last_run_trains_and_its_checkpoint_evaluates(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """The GPU speed options by config, on the CPU: bf16 autocast and NHWC batches and weights."""
+    cfg = compose_config(
+        "train",
+        [
+            *quick_overrides(folder_root, tmp_path / "run"),
+            "model=bn_cnn",
+            "model.width=8",
+            "trainer.precision=bf16-mixed",
+            "data.channels_last=true",
+        ],
+    )
+    assert cfg.model.compile is False
+    trained = train(cfg)
+    assert trained["test/acc"] >= 0.8
+    evaluated = evaluate(
+        compose_config(
+            "eval",
+            [
+                f"ckpt_path={trained['best_ckpt']}",
+                f"paths.output_dir={tmp_path / 'eval'}",
+                "trainer=cpu",
+                "trainer.precision=bf16-mixed",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
+    )
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+
+
+def test_only_rank_zero_writes_and_prints_but_every_rank_returns_the_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = {
+        "test/acc": 0.5,
+        "test/loss": 1.0,
+        "test/acc_class/a": 0.25,
+        "test/acc_class/b": 0.75,
+    }
+    returned = []
+    for rank in (1, 0):
+        trainer = SimpleNamespace(
+            is_global_zero=rank == 0, strategy=SimpleNamespace(broadcast=lambda obj, src: obj)
+        )
+        returned.append(_report(trainer, tmp_path, "t", results, ["a", "b"], {"epochs": 2}))
+        if rank == 1:
+            assert list(tmp_path.iterdir()) == [] and "overall" not in capsys.readouterr().out
+    assert returned[0] == returned[1]
+    assert returned[0]["test/acc_class"] == {"a": 0.25, "b": 0.75}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == returned[0]
+    assert (tmp_path / "per_class_accuracy.png").is_file()
+    assert capsys.readouterr().out.count("overall") == 1
+
+
+def ddp_overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    return [*quick_overrides(root, out), "model=bn_cnn", "model.width=8", *extra]
+
+
+def test_two_process_ddp_matches_one_process(folder_root: Path, tmp_path: Path) -> None:
+    """Same data and global batch: 2 CPU processes reach the 1-process accuracy within noise, each
+    rank validates its half of the same split, and evaluating one checkpoint on 1 or 2 processes
+    gives identical (synchronized) numbers."""
+    probe = tmp_path / "probe"
+    single = train(compose_config("train", ddp_overrides(folder_root, tmp_path / "one")))
+    double = train(
+        compose_config(
+            "train",
+            ddp_overrides(
+                folder_root,
+                tmp_path / "two",
+                "trainer=ddp_cpu",
+                "data.batch_size=8",  # per process: the same global batch (16) and step count
+                "+callbacks.probe._target_=tests.test_scaleout.SplitProbe",
+                f"+callbacks.probe.out_dir={probe}",
+            ),
+        )
+    )
+    assert double["epochs"] == single["epochs"] == 2
+    assert Path(double["last_ckpt"]).is_file() and Path(double["best_ckpt"]).is_file()
+    assert single["test/acc"] >= 0.8 and abs(double["test/acc"] - single["test/acc"]) <= 0.15
+    saved = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(double))
+
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world_size"] == 2 and ranks[0]["val_sha1"] == ranks[1]["val_sha1"]
+    assert [r["seen"] for r in ranks] == [12, 12]  # 24 validation images, half on each rank
+
+    # a checkpoint after one step, so that accuracy and loss are far from any trivial value
+    early = train(
+        compose_config(
+            "train",
+            ddp_overrides(
+                folder_root, tmp_path / "early", "data.batch_size=96", "trainer.max_epochs=1"
+            ),
+        )
+    )
+    one, two = (
+        evaluate(
+            compose_config(
+                "eval",
+                [
+                    f"ckpt_path={early['best_ckpt']}",
+                    f"paths.output_dir={tmp_path / preset}",
+                    f"trainer={preset}",
+                    "trainer.enable_progress_bar=false",
+                ],
+            )
+        )
+        for preset in ("cpu", "ddp_cpu")
+    )
+    # unsynchronized metrics would give rank 0's half of the test set: a different loss
+    assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-5)
+    assert two["test/acc"] == pytest.approx(one["test/acc"], abs=1e-6)
+    assert two["test/acc_class"] == pytest.approx(one["test/acc_class"], abs=1e-6)
+
+
+def run_script(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / args[0]), *args[1:]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_ddp_cpu_inside_a_hydra_multirun(folder_root: Path, tmp_path: Path) -> None:
+    overrides = [o for o in quick_overrides(folder_root, tmp_path) if "output_dir" not in o]
+    sweep = tmp_path / "sweep"
+    proc = run_script(
+        "train.py",
+        "-m",
+        *overrides,
+        "trainer=ddp_cpu",
+        "model=bn_cnn",
+        "model.width=4,8",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(sweep.glob("*/metrics.json"))
+    assert [p.parent.name for p in jobs] == ["0", "1"]
+    for job in jobs:
+        metrics = json.loads(job.read_text())
+        assert metrics["status"] == "completed" and metrics["epochs"] == 1
+        assert Path(metrics["last_ckpt"]).is_file()
+    assert proc.stdout.count("test accuracy (1 epochs)") == 2  # one table per job, not per rank
+
+
+@pytest.mark.slow
+def test_script_relaunching_ddp_runs_every_rank_but_rank_zero_reports(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """Lightning's 'ddp' (as under SLURM): every rank runs the whole job; one table, one file."""
+    overrides = [o for o in quick_overrides(folder_root, tmp_path) if "output_dir" not in o]
+    proc = run_script(
+        "train.py",
+        *overrides,
+        "trainer=ddp_cpu",
+        "trainer.strategy=ddp",
+        "data.batch_size=8",
+        "model=bn_cnn",
+        "model.width=8",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout
+    assert proc.stdout.count("test accuracy (2 epochs)") == 1
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["test/acc"] >= 0.8
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_on_cpu_and_its_checkpoint_loads_uncompiled(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """torch.compile (a GPU speed option) on the CPU, where it needs a C compiler."""
+    compiled = ClassifierModule(
+        model={"name": "bn_cnn", "width": 8, "compile": True}, **MODULE_ARGS
+    )
+    assert compiled.net._compiled_call_impl is None  # compiled where it runs, see configure_model
+    compiled.configure_model()
+    first = compiled.net._compiled_call_impl
+    assert first is not None
+    compiled.configure_model()  # Lightning calls it again for trainer.test: compiles once
+    assert compiled.net._compiled_call_impl is first
+    cfg = compose_config(
+        "train", [*ddp_overrides(folder_root, tmp_path / "run"), "model.compile=true"]
+    )
+    trained = train(cfg)
+    assert trained["test/acc"] >= 0.8
+    ckpt = torch.load(trained["best_ckpt"], weights_only=True)
+    assert not any("_orig_mod" in key for key in ckpt["state_dict"])
+    evaluated = evaluate(
+        compose_config(
+            "eval",
+            [
+                f"ckpt_path={trained['best_ckpt']}",
+                f"paths.output_dir={tmp_path / 'eval'}",
+                "trainer=cpu",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
+    )
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+
+
+def gpu_overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    return [o for o in [*ddp_overrides(root, out), *extra] if o != "trainer.accelerator=cpu"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_run_with_every_speed_option(folder_root: Path, tmp_path: Path) -> None:
+    cfg = compose_config(
+        "train",
+        gpu_overrides(
+            folder_root,
+            tmp_path,
+            "trainer=gpu",
+            "trainer.precision=bf16-mixed",
+            "model.compile=true",
+            "data.channels_last=true",
+        ),
+    )
+    metrics = train(cfg)
+    assert metrics["test/acc"] >= 0.8 and metrics["epochs"] == 2
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_data_stays_on_the_gpu(folder_root: Path, tmp_path: Path) -> None:
+    from cifarlab.data import CIFAR10DataModule
+
+    cfg = compose_config("train", gpu_overrides(folder_root, tmp_path, "trainer=gpu"))
+    dm = CIFAR10DataModule(**plain(cfg.data), seed=0)
+    module = ClassifierModule(
+        model=plain(cfg.model), class_names=dm.class_names, optimizer=plain(cfg.optimizer)
+    )
+    trainer = build_trainer(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    trainer.fit(module, datamodule=dm)
+    assert {key[1].split(":")[0] for key in dm._on_device} == {"cuda"}
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.is_cuda
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_ddp_preset_on_two_gpus(folder_root: Path, tmp_path: Path) -> None:
+    overrides = [
+        o
+        for o in gpu_overrides(
+            folder_root, tmp_path, "trainer=ddp", "trainer.devices=2", "data.batch_size=8"
+        )
+        if "output_dir" not in o
+    ]
+    proc = run_script("train.py", *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("test accuracy (2 epochs)") == 1
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/acc"] >= 0.8

@@ -19,8 +19,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from cifarlab.callbacks import image_grid_figure, run_hparams
+from cifarlab.callbacks import HPARAMS_KEYS, image_grid_figure, mark_differing, run_hparams
 from cifarlab.errors import CifarlabError
 from cifarlab.run import train
 from cifarlab.sweep import SweepCallback, collect, job_name, write_summary
@@ -103,19 +104,31 @@ def test_hparams_session_holds_typed_hparams_and_final_metrics(trained_run: Path
     assert metric_tags <= scalars, "every HParams metric column must have a logged value"
 
 
+HPARAMS_EXAMPLE = {
+    "model": {"name": "lenet", "width": 6},
+    "optimizer": {"name": "sgd", "lr": 1},
+    "class_names": ["cat", "dog"],
+    "data": {"batch_size": 16, "seed": 3, "classes": ["cat", "dog"], "augment": True},
+}
+
+
 def test_hparams_keep_one_type_per_column() -> None:
-    base = {
-        "model": {"name": "lenet", "width": 6},
-        "optimizer": {"name": "sgd", "lr": 1},
-        "class_names": ["cat", "dog"],
-        "data": {"batch_size": 16, "seed": 3, "classes": ["cat", "dog"], "augment": True},
-    }
+    base = json.loads(json.dumps(HPARAMS_EXAMPLE))
     columns = run_hparams(base, None)
     assert isinstance(columns["lr"], float) and columns["lr"] == 1.0
     assert columns["classes"] == "cat,dog" and columns["augment"] == "True"
     assert columns["max_epochs"] == -1 and columns["scheduler"] == "none"
     base["data"]["classes"] = None
-    assert run_hparams(base, 5)["classes"] == "all"
+    assert run_hparams(base, 5)["classes"] == "all 2"
+
+
+def test_swept_columns_are_marked_as_differing() -> None:
+    experiment, _, _ = hparams_summary({"lr": 0.1, "width": 8, "model": "x"}, {"test/acc": 0.0})
+    mark_differing(experiment, {"lr", "width"})
+    content = experiment.value[0].metadata.plugin_data.content
+    infos = plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos
+    assert {i.name: i.differs for i in infos} == {"lr": True, "width": True, "model": False}
+    assert set(HPARAMS_KEYS) == set(run_hparams(HPARAMS_EXAMPLE, 1))
 
 
 def test_prediction_grid_marks_wrong_predictions_red() -> None:

@@ -147,6 +147,8 @@ def test_tensorboard_serves_every_jobs_review(board: TensorBoard) -> None:
 
     experiment = board.get("/data/plugin/hparams/experiment", {"experimentName": ""})
     types = {h["name"]: h["type"] for h in experiment["hparamInfos"]}
+    differs = {h["name"] for h in experiment["hparamInfos"] if h["differs"]}
+    assert differs == {"lr"}, "the swept column is marked, so TensorBoard shows it first"
     assert types["lr"] == types["width"] == "DATA_TYPE_FLOAT64"
     assert types["model"] == types["classes"] == "DATA_TYPE_STRING"
     assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"val/acc_best", "test/acc"}

@@ -13,13 +13,30 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from cifarlab.data import NORMALIZATIONS
-from cifarlab.sweep import job_name
+from cifarlab.sweep import job_name, swept_keys
+from cifarlab.utils import in_multirun
 
 # the final metrics every run reports in the HParams tab (values come from the logged scalars)
 HPARAMS_METRICS = ("val/acc_best", "test/acc", "val/acc", "test/loss")
+# each HParams column and the config keys (overrides) that set it
+HPARAMS_KEYS = {
+    "model": ("model", "model.name"),
+    "width": ("model.width",),
+    "optimizer": ("optimizer", "optimizer.name"),
+    "lr": ("optimizer.lr",),
+    "weight_decay": ("optimizer.weight_decay",),
+    "scheduler": ("scheduler", "scheduler.name"),
+    "batch_size": ("data.batch_size",),
+    "max_epochs": ("trainer.max_epochs",),
+    "augment": ("data.augment",),
+    "seed": ("seed",),
+    "classes": ("data.classes",),
+}
 
 
 def tensorboard_logger(
@@ -289,7 +306,8 @@ class HParamsLogger(L.Callback):
 
     The metric values are the run's own logged scalars (``val/acc_best``, ``test/acc``), so no
     placeholder value is written. Every value has one fixed type (lr always a float, classes
-    always a string, ...), so the columns of a sweep's runs line up.
+    always a string, ...), so the columns of a sweep's runs line up. In a multirun the columns the
+    sweep varies are marked as differing, which TensorBoard shows first and by default.
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -297,10 +315,21 @@ class HParamsLogger(L.Callback):
         if logger is None:
             return
         params = run_hparams(dict(pl_module.hparams), trainer.max_epochs)
-        metrics = dict.fromkeys(HPARAMS_METRICS, 0.0)
+        experiment, start, end = hparams_summary(params, dict.fromkeys(HPARAMS_METRICS, 0.0))
+        swept = swept_keys() if in_multirun() else set()
+        mark_differing(experiment, {c for c, keys in HPARAMS_KEYS.items() if swept & set(keys)})
         writer = logger.experiment._get_file_writer()
-        for summary in hparams_summary(params, metrics):
+        for summary in (experiment, start, end):
             writer.add_summary(summary)
+
+
+def mark_differing(experiment: Summary, columns: set[str]) -> None:
+    """Sets ``differs`` on the experiment's hparam columns named in ``columns``."""
+    value = experiment.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in columns
+    value.metadata.plugin_data.content = data.SerializeToString()
 
 
 def run_hparams(hparams: dict[str, Any], max_epochs: int | None) -> dict[str, Any]:
@@ -320,6 +349,5 @@ def run_hparams(hparams: dict[str, Any], max_epochs: int | None) -> dict[str, An
         "max_epochs": int(max_epochs if max_epochs is not None else -1),
         "augment": str(data.get("augment", "none")),
         "seed": int(data.get("seed", 0)),
-        "classes": ",".join(classes) if classes else "all",
-        "num_classes": len(hparams["class_names"]),
+        "classes": ",".join(classes) if classes else f"all {len(hparams['class_names'])}",
     }

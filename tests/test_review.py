@@ -364,3 +364,26 @@ def test_optuna_search_maximizes_val_acc_best(folder_root: Path, tmp_path: Path)
         assert set(params) == {"optimizer.lr", "model.width"}
         assert 1e-4 <= float(params["optimizer.lr"]) <= 3e-1
         assert int(params["model.width"]) in (8, 16, 32, 64)
+
+
+def compose_with_hydra(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def test_launcher_and_search_configs_compose() -> None:
+    slurm = compose_with_hydra(["hydra/launcher=slurm"]).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1
+    joblib = compose_with_hydra(["hydra/launcher=joblib"]).hydra.launcher
+    assert joblib._target_.endswith("JoblibLauncher")
+    local = compose_with_hydra(["hydra/launcher=submitit_local"]).hydra.launcher
+    assert local._target_.endswith("LocalLauncher")
+    search = compose_with_hydra(["hparams_search=optuna_lr_width"])
+    assert search.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert search.hydra.sweeper.direction == "maximize"
+    assert search.optimized_metric == "val/acc_best"
+    assert search.hydra.sweeper.params["optimizer.lr"].startswith("tag(log, interval(")
+    assert search.hydra.sweeper.params["model.width"].startswith("choice(")
+    assert search.hydra.mode == RunMode.MULTIRUN
+    callbacks = compose_with_hydra([]).hydra.callbacks
+    assert callbacks.sweep._target_ == "cifarlab.sweep.SweepCallback"

@@ -112,11 +112,13 @@ class ClassifierModule(L.LightningModule):
         self.train_loss.reset()
         self.train_acc.reset()
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        """Updates the stage's metrics; returns the logits for callbacks (confusion matrix)."""
         x, y = batch
         logits = self(x)
         getattr(self, f"{stage}_loss").update(F.cross_entropy(logits, y), len(y))
         getattr(self, f"{stage}_metrics").update(logits, y)
+        return logits
 
     def _log_eval(self, stage: str) -> dict[str, float]:
         loss = getattr(self, f"{stage}_loss")
@@ -137,8 +139,8 @@ class ClassifierModule(L.LightningModule):
         metrics.reset()
         return scalars
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         scalars = self._log_eval("val")
@@ -153,8 +155,8 @@ class ClassifierModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_acc_best.update(checkpoint["val_acc_best"])
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")

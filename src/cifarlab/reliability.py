@@ -154,8 +154,9 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
     resumed = OmegaConf.create(stored)
     resumed.ckpt_path = str(path)
     for node in (resumed.get("logger") or {}).values():
-        if node and str(node.get("_target_", "")).endswith("TensorBoardLogger"):
-            # events past the checkpoint (logged before the interrupt) are hidden, not doubled
+        if node and "tensorboard" in str(node.get("_target_", "")).lower():
+            # events past the checkpoint (logged before the interrupt) are hidden, not doubled;
+            # matches Lightning's class and cifarlab.callbacks.tensorboard_logger
             node.purge_step = int(ckpt.get("global_step", 0))
     return resumed
 

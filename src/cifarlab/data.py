@@ -243,25 +243,24 @@ def ensure_cifar10(root: Path) -> None:
 def augment_batch(
     images: torch.Tensor, generator: torch.Generator, *, crop: bool, flip: bool, pad: int = 4
 ) -> torch.Tensor:
-    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch in one gather."""
+    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch in one gather.
+
+    Every possible crop of every image (and of its mirror image) is a strided view of the padded
+    batch, shape ``(mirror, n, c, dy, dx, h, w)``; indexing it with one ``(mirror, dy, dx)`` draw
+    per image copies each output pixel once, with no per-pixel index tensors.
+    """
     n, c, h, w = images.shape
-    device = images.device
-    rows = torch.arange(h).expand(n, h)
-    cols = torch.arange(w).expand(n, w)
-    if crop:
-        images = F.pad(images, (pad, pad, pad, pad))
-        rows = rows + torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
-        cols = cols + torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
-    if flip:
-        mirrored = torch.rand(n, 1, generator=generator) < 0.5
-        cols = torch.where(mirrored, cols.flip(1), cols)
-    rows, cols = rows.to(device), cols.to(device)
-    return images[
-        torch.arange(n, device=device)[:, None, None, None],
-        torch.arange(c, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
+    pad = pad if crop else 0
+    padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
+    views = torch.stack([padded, padded.flip(-1)]) if flip else padded.unsqueeze(0)
+    st = views.stride()
+    k = 2 * pad + 1
+    windows = views.as_strided((len(views), n, c, k, k, h, w), (*st[:4], st[4], st[3], st[4]))
+    dy = torch.randint(0, k, (n,), generator=generator)
+    dx = torch.randint(0, k, (n,), generator=generator)
+    mirrored = (torch.rand(n, generator=generator) < 0.5).long() if flip else torch.zeros_like(dy)
+    index = [t.to(images.device) for t in (mirrored, torch.arange(n), dy, dx)]
+    return windows[index[0], index[1], :, index[2], index[3]]
 
 
 class TensorBatches:

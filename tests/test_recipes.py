@@ -24,6 +24,7 @@ def test_tutorial_recipe_is_the_tutorial() -> None:
     assert cfg.optimizer.name == "sgd" and cfg.optimizer.lr == 0.001
     assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 0.0
     assert cfg.scheduler.name == "none" and cfg.trainer.max_epochs == 2
+    assert cfg.data.val_size == 0 and cfg.callbacks.model_checkpoint.monitor is None
 
 
 def test_airplane_vs_bird_recipe_is_the_reference_task() -> None:

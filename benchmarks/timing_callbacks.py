@@ -13,14 +13,16 @@ import lightning as L
 
 
 class FirstStepStamp(L.Callback):
-    """Writes the wall-clock time (``time.time()``) at which the first training step starts."""
+    """Writes wall-clock times (``time.time()``) as JSON: when the run's callbacks are built
+    (imports and config composition are done by then) and when the first training step starts."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
+        self.built = time.time()
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
         if not self.path.exists():
-            self.path.write_text(repr(time.time()))
+            self.path.write_text(json.dumps({"built": self.built, "first_step": time.time()}))
 
 
 class EpochTimer(L.Callback):

@@ -240,27 +240,51 @@ def ensure_cifar10(root: Path) -> None:
         ) from None
 
 
-def augment_batch(
-    images: torch.Tensor, generator: torch.Generator, *, crop: bool, flip: bool, pad: int = 4
+def crop_flip_windows(
+    images: torch.Tensor,
+    *,
+    crop: bool,
+    flip: bool,
+    pad: int = 4,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch in one gather.
+    """Every crop (zero padding ``pad``) of every image and of its mirror image, as one view.
 
-    Every possible crop of every image (and of its mirror image) is a strided view of the padded
-    batch, shape ``(mirror, n, c, dy, dx, h, w)``; indexing it with one ``(mirror, dy, dx)`` draw
-    per image copies each output pixel once, with no per-pixel index tensors.
+    The result has shape ``(mirror, n, c, dy, dx, h, w)`` and shares memory with one padded (and,
+    with ``flip``, one mirrored) copy of ``images``, passed through ``prepare`` (e.g. normalization)
+    once: indexing it with one ``(mirror, image, dy, dx)`` draw per image copies each output pixel
+    once, with no per-pixel index tensors.
     """
     n, c, h, w = images.shape
     pad = pad if crop else 0
     padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
+    if prepare is not None:
+        padded = prepare(padded)
     views = torch.stack([padded, padded.flip(-1)]) if flip else padded.unsqueeze(0)
     st = views.stride()
     k = 2 * pad + 1
-    windows = views.as_strided((len(views), n, c, k, k, h, w), (*st[:4], st[4], st[3], st[4]))
+    return views.as_strided((len(views), n, c, k, k, h, w), (*st[:4], st[4], st[3], st[4]))
+
+
+def sample_windows(
+    windows: torch.Tensor, idx: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """One random crop/mirror of each image ``idx`` from the views of ``crop_flip_windows``."""
+    n, k = len(idx), windows.shape[3]
     dy = torch.randint(0, k, (n,), generator=generator)
     dx = torch.randint(0, k, (n,), generator=generator)
-    mirrored = (torch.rand(n, generator=generator) < 0.5).long() if flip else torch.zeros_like(dy)
-    index = [t.to(images.device) for t in (mirrored, torch.arange(n), dy, dx)]
-    return windows[index[0], index[1], :, index[2], index[3]]
+    mirrored = torch.rand(n, generator=generator) < 0.5
+    mirrored = mirrored.long() if len(windows) == 2 else torch.zeros_like(dy)
+    draws = [t.to(windows.device) for t in (mirrored, dy, dx)]
+    return windows[draws[0], idx, :, draws[1], draws[2]]
+
+
+def augment_batch(
+    images: torch.Tensor, generator: torch.Generator, *, crop: bool, flip: bool, pad: int = 4
+) -> torch.Tensor:
+    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch."""
+    windows = crop_flip_windows(images, crop=crop, flip=flip, pad=pad)
+    return sample_windows(windows, torch.arange(len(images), device=images.device), generator)
 
 
 class TensorBatches:
@@ -291,12 +315,17 @@ class TensorBatches:
         self.batch_size = batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
         self.crop, self.flip = AUGMENTATIONS[augment]
+        self._windows: torch.Tensor | None = None
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
         std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -mean_t / std_t
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels to ``(x / 255 - mean) / std`` as one fused multiply-add."""
+        return torch.addcmul(self.shift, images.float(), self.scale)
 
     def _indices(self, generator: torch.Generator) -> torch.Tensor:
         n = len(self.labels)
@@ -317,12 +346,18 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
         order = self._indices(generator).to(self.images.device)
+        augment = self.crop or self.flip
+        if self._windows is None:
+            # normalized (and padded and mirrored) once for the whole split: a batch is one gather
+            self._windows = crop_flip_windows(
+                self.images, crop=self.crop, flip=self.flip, prepare=self.normalize
+            )
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            x = self.images[idx]
-            if self.crop or self.flip:
-                x = augment_batch(x, generator, crop=self.crop, flip=self.flip)
-            x = torch.addcmul(self.shift, x.float(), self.scale)
+            if augment:
+                x = sample_windows(self._windows, idx, generator)
+            else:
+                x = self._windows[0, idx, :, 0, 0]
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]

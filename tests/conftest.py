@@ -9,6 +9,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +109,22 @@ def quick_overrides(root: Path, output_dir: Path) -> list[str]:
         "callbacks.progress_bar=null",
         f"paths.output_dir={output_dir}",
     ]
+
+
+ROOT = CONF_DIR.parent
+
+
+def run_script(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs train.py or eval.py (``args[0]``) in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / args[0]), *args[1:]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def sweep_overrides(root: Path, tmp_path: Path) -> list[str]:
+    """``quick_overrides`` for a multirun, whose jobs get their directories from Hydra."""
+    return [o for o in quick_overrides(root, tmp_path) if "output_dir" not in o]

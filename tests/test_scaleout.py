@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,9 +25,8 @@ from cifarlab.module import ClassifierModule
 from cifarlab.run import _report, evaluate, train
 from cifarlab.utils import plain
 
-from .conftest import compose_config, quick_overrides
+from .conftest import compose_config, quick_overrides, run_script, sweep_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
@@ -298,18 +295,8 @@ def test_two_process_ddp_matches_one_process(folder_root: Path, tmp_path: Path) 
     assert two["test/acc_class"] == pytest.approx(one["test/acc_class"], abs=1e-6)
 
 
-def run_script(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / args[0]), *args[1:]],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_ddp_cpu_inside_a_hydra_multirun(folder_root: Path, tmp_path: Path) -> None:
-    overrides = [o for o in quick_overrides(folder_root, tmp_path) if "output_dir" not in o]
+    overrides = sweep_overrides(folder_root, tmp_path)
     sweep = tmp_path / "sweep"
     proc = run_script(
         "train.py",
@@ -337,7 +324,7 @@ def test_script_relaunching_ddp_runs_every_rank_but_rank_zero_reports(
     folder_root: Path, tmp_path: Path
 ) -> None:
     """Lightning's 'ddp' (as under SLURM): every rank runs the whole job; one table, one file."""
-    overrides = [o for o in quick_overrides(folder_root, tmp_path) if "output_dir" not in o]
+    overrides = sweep_overrides(folder_root, tmp_path)
     proc = run_script(
         "train.py",
         *overrides,

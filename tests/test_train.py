@@ -1,17 +1,13 @@
 """Short real runs of train.py's and eval.py's jobs on tiny data."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cifarlab.run import evaluate, train
 
-from .conftest import compose_config, quick_overrides
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import compose_config, quick_overrides, run_script, sweep_overrides
 
 
 @pytest.mark.parametrize("model", ["lenet", "fc512", "bn_cnn"])
@@ -60,18 +56,8 @@ def test_eval_reproduces_the_runs_test_accuracy(folder_root: Path, tmp_path: Pat
     assert (tmp_path / "eval" / "metrics.json").is_file()
 
 
-def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / args[0]), *args[1:]],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_multirun_sweeps_a_2x2_grid(folder_root: Path, tmp_path: Path) -> None:
-    overrides = [o for o in quick_overrides(folder_root, tmp_path) if "output_dir" not in o]
+    overrides = sweep_overrides(folder_root, tmp_path)
     sweep = tmp_path / "sweep"
     proc = run_script(
         "train.py",

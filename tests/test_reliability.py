@@ -20,8 +20,7 @@ from cifarlab.module import ClassifierModule
 from cifarlab.reliability import AtomicCheckpointIO, resume_config
 from cifarlab.run import evaluate, train
 
-from .conftest import compose_config, make_folder, quick_overrides
-from .test_train import ROOT, run_script
+from .conftest import ROOT, compose_config, make_folder, quick_overrides, run_script
 
 RESUME_RUN = [
     "data.source=cifar10",

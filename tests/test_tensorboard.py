@@ -113,13 +113,15 @@ def run_of(runs: list[str], name: str) -> str:
 def test_tensorboard_serves_every_jobs_review(board: TensorBoard) -> None:
     def loaded() -> bool:
         tags = board.get("/data/plugin/scalars/tags")
-        trained = [r for r in tags if GOOD in r or DIVERGED in r]
-        return len(trained) == 2 and all("test/acc" in tags[r] for r in trained)
+        good = [r for r in tags if GOOD in r and "test/acc" in tags[r]]
+        return len(good) == 1 and any(DIVERGED in r for r in board.get("/data/runs"))
 
     board.wait_for(loaded)
     runs = board.get("/data/runs")
-    # each job has its own directory, named by its swept override only
-    trained = [run_of(runs, GOOD), run_of(runs, DIVERGED)]
+    # each job has its own directory, named by its swept override only; the diverging job stops
+    # at its first non-finite loss (before any evaluation), so only the good one has test figures
+    trained = [run_of(runs, GOOD)]
+    diverged = run_of(runs, DIVERGED)
     scalar_tags = board.get("/data/plugin/scalars/tags")
     image_tags = board.get("/data/plugin/images/tags")
     for run in trained:
@@ -140,6 +142,8 @@ def test_tensorboard_serves_every_jobs_review(board: TensorBoard) -> None:
         (entry,) = board.get(f"/data/plugin/images/images?{query}")
         png = board.raw(f"/data/plugin/images/individualImage?{entry['query']}")
         assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+    assert "train/samples" in image_tags[diverged]
 
     layout = board.get("/data/plugin/custom_scalars/layout")
     charts = {c["title"]: c for cat in layout["category"] for c in cat["chart"]}
@@ -163,8 +167,8 @@ def test_tensorboard_serves_every_jobs_review(board: TensorBoard) -> None:
         },
     )
     sessions = {g["name"]: g for g in groups["sessionGroups"]}
-    for run, lr in zip(trained, (0.01, 1e6), strict=True):
-        metrics = {m["name"]["tag"]: m["value"] for m in sessions[run]["metricValues"]}
-        assert sessions[run]["hparams"]["lr"] == pytest.approx(lr)
-        assert 0.0 <= metrics["val/acc_best"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
+    metrics = {m["name"]["tag"]: m["value"] for m in sessions[trained[0]]["metricValues"]}
+    assert sessions[trained[0]]["hparams"]["lr"] == pytest.approx(0.01)
+    assert 0.0 <= metrics["val/acc_best"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
+    assert sessions[diverged]["hparams"]["lr"] == pytest.approx(1e6)
     assert not any("hp_metric" in m["name"]["tag"] for m in experiment["metricInfos"])

@@ -10,9 +10,10 @@ from cifarlab.data import (
     CIFAR10_CLASSES,
     NORMALIZATIONS,
     CIFAR10DataModule,
-    augment_batch,
     cache_path,
+    crop_flip_windows,
     load_split,
+    sample_windows,
 )
 from cifarlab.errors import CifarlabError
 
@@ -105,6 +106,11 @@ def test_train_batches_shuffle_by_epoch_and_cover_every_image(folder_root: Path)
     assert torch.equal(first, again)
     assert not torch.equal(first, second)
     assert torch.equal(first.sort().values, dm.splits["train"].labels.sort().values)
+
+
+def augment_batch(images: torch.Tensor, g: torch.Generator, *, crop: bool, flip: bool):
+    windows = crop_flip_windows(images, crop=crop, flip=flip)
+    return sample_windows(windows, torch.arange(len(images)), g)
 
 
 def test_crop_and_flip_keep_pixels_and_shift_them() -> None:

@@ -15,9 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import (
     LSFEnvironment,
@@ -28,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.utils import in_multirun
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 # Lightning's strategy names that start their processes with multiprocessing inside this job
@@ -76,10 +75,6 @@ def _cluster_starts_processes() -> bool:
     return any(env.detect() for env in CLUSTER_ENVIRONMENTS)
 
 
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def _check_devices(accelerator: str, devices: Any) -> None:
     if accelerator in GPU_ACCELERATORS:
         available = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -122,7 +117,7 @@ def _check_strategy(strategy: Any, num_nodes: Any) -> None:
             "Use trainer.strategy=ddp_spawn."
         )
     cluster = _cluster_starts_processes()
-    if strategy in SCRIPT_DDP and _in_multirun() and not cluster:
+    if strategy in SCRIPT_DDP and in_multirun() and not cluster:
         raise CifarlabError(
             f"trainer.strategy={strategy} starts one process per device by running train.py "
             "again with the same command line, which cannot work inside a Hydra multirun (-m): "

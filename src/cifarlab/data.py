@@ -279,14 +279,6 @@ def sample_windows(
     return windows[draws[0], idx, :, draws[1], draws[2]]
 
 
-def augment_batch(
-    images: torch.Tensor, generator: torch.Generator, *, crop: bool, flip: bool, pad: int = 4
-) -> torch.Tensor:
-    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch."""
-    windows = crop_flip_windows(images, crop=crop, flip=flip, pad=pad)
-    return sample_windows(windows, torch.arange(len(images), device=images.device), generator)
-
-
 class TensorBatches:
     """Batches of ``(normalized float images, labels)`` sliced from tensors on the model's device.
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import in_multirun
+from cifarlab.utils import in_multirun, usable_cpus
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 # Lightning's strategy names that start their processes with multiprocessing inside this job
@@ -52,8 +52,7 @@ def found_hardware() -> str:
         mps = "no Apple MPS device (torch has MPS support, but macOS/the Mac offers none)"
     else:
         mps = f"no Apple MPS (MPS needs an Apple-silicon Mac; this is {platform.system()})"
-    cpus = mp.cpu_count()
-    return f"{gpus}; {mps}; {cpus} CPU core(s)"
+    return f"{gpus}; {mps}; {usable_cpus()} CPU core(s) for this process"
 
 
 def requested_gpus(devices: Any) -> int | None:

@@ -9,6 +9,7 @@ that would run code when unpickled is refused before any of its code runs.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,9 @@ class DivergenceGuard(L.Callback):
         if int(count) == 0:  # the one read of the device: every N steps, not every step
             return False
         # the earliest non-finite loss of any process, for the message rank 0 reports
-        firsts = trainer.strategy.all_gather(self._first).reshape(-1, 2).cpu()
+        with warnings.catch_warnings():  # Lightning's all_gather calls a deprecated torch one
+            warnings.filterwarnings("ignore", message=".*all_gather is deprecated")
+            firsts = trainer.strategy.all_gather(self._first).reshape(-1, 2).cpu()
         batch, value = min((row for row in firsts.tolist() if row[0] >= 0), key=lambda r: r[0])
         trainer.callback_metrics.update(
             dict(

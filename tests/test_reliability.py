@@ -27,6 +27,7 @@ RESUME_RUN = [
     "data.val_size=30",
     "model=bn_cnn",
     "model.width=8",
+    "model.dropout=0.5",  # dropout draws from torch's generator: resume must restore its state
     "optimizer.lr=1e-3",
     "trainer.max_epochs=3",
     "trainer.deterministic=true",

@@ -71,7 +71,7 @@ def test_interrupted_run_resumes_to_the_same_result(
     cifar10_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = train(train_cfg(cifar10_root, tmp_path / "whole", *RESUME_RUN))
-    assert whole["best_ckpt"].startswith(str(tmp_path / "whole/checkpoints/epoch002"))
+    assert whole["epochs"] == 3
 
     run = tmp_path / "cut"
     stop_during(monkeypatch, epoch=1, batch=2, stop=keyboard_interrupt)

@@ -275,7 +275,11 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         add(f"{key}: test accuracy", f"{100 * run['metrics']['test/acc']:.1f}%")
     for key, run in (results.get("overhead") or {}).items():
         if run.get("test_s") is not None:
-            add(f"{key}: test epoch over the test split (10,000 images), s", f"{run['test_s']:.2f}")
+            images = f"{run.get('test_images', 0):,}"
+            add(
+                f"{key}: test epoch over the test split ({images} images), s",
+                f"{run['test_s']:.2f}",
+            )
     fast = results.get("fast")
     if fast and results.get("overhead"):
         fp32 = steady(results["overhead"]["bn_cnn64"]["epoch_s"])

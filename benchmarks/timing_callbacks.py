@@ -61,7 +61,7 @@ class DeviceProbe(L.Callback):
       ``sync_sites``: where they came from (file:line of the Python frame);
     - ``data_mb``: device memory added between the start of fit and the first training step
       (the training split on the device and its augmentation views), ``peak_mb``: peak during fit;
-    - ``test_s``: time of the test epoch.
+    - ``test_s``: time of the test epoch over ``test_images`` images.
     """
 
     def __init__(self, path: str, count_from_epoch: int = 1) -> None:
@@ -144,7 +144,13 @@ class DeviceProbe(L.Callback):
 
     def on_test_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._sync(module)
+        self.record["test_images"] = 0
         self._start = time.perf_counter()
+
+    def on_test_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: tuple, *args: object
+    ) -> None:
+        self.record["test_images"] += len(batch[1])
 
     def on_test_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._sync(module)

@@ -13,7 +13,8 @@ from cifarlab.utils import run_entry
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run_entry(train, cfg)
-    return metrics.get(cfg.optimized_metric)
+    # a diverged run has no objective value: Optuna records the trial as failed, sweeps leave it out
+    return metrics.get(cfg.optimized_metric) if metrics.get("status") == "completed" else None
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from hydra.utils import instantiate
 
+from cifarlab.accelerators import build_trainer
 from cifarlab.models import MODELS
 from cifarlab.module import ClassifierModule
 from cifarlab.run import _instantiate_all
@@ -68,7 +68,8 @@ def test_default_trainer_callbacks_and_logger_build(tmp_path: Path) -> None:
     cfg = compose_config("train", [f"paths.output_dir={tmp_path}"])
     callbacks = _instantiate_all(cfg.callbacks)
     loggers = _instantiate_all(cfg.logger)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    # build_trainer: trainer.float32_matmul_precision is cifarlab's, not a Trainer argument
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers)
     assert isinstance(trainer, L.Trainer)
     assert trainer.checkpoint_callback is not None
     assert trainer.checkpoint_callback.dirpath == str(tmp_path / "checkpoints")

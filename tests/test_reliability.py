@@ -27,6 +27,7 @@ RESUME_RUN = [
     "data.val_size=30",
     "model=bn_cnn",
     "model.width=8",
+    "model.dropout=0.5",  # dropout draws from torch's generator: resume must restore its state
     "optimizer.lr=1e-3",
     "data.batch_size=8",  # 8 steps an epoch, so that a later epoch improves on epoch 0
     "trainer.max_epochs=3",
@@ -77,6 +78,7 @@ def test_interrupted_run_resumes_to_the_same_result(
     whole = train(train_cfg(cifar10_root, tmp_path / "whole", *RESUME_RUN))
     # the best checkpoint comes from an epoch the resumed run trains again
     assert not whole["best_ckpt"].startswith(str(tmp_path / "whole/checkpoints/epoch000"))
+    assert whole["epochs"] == 3
 
     run = tmp_path / "cut"
     stop_during(monkeypatch, epoch=1, batch=2, stop=keyboard_interrupt)

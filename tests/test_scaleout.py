@@ -19,7 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from cifarlab import accelerators
-from cifarlab.accelerators import build_trainer, check_trainer_config, requested_gpus
+from cifarlab.accelerators import (
+    build_trainer,
+    check_trainer_config,
+    relaunches_script,
+    requested_gpus,
+)
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule
 from cifarlab.run import _report, evaluate, train
@@ -121,22 +126,101 @@ def test_multi_node_without_a_cluster_is_refused_and_allowed_under_slurm(
     check_trainer_config(cfg)
 
 
-def test_script_relaunching_ddp_is_refused_inside_a_multirun(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Lightning's 'ddp' runs train.py again per device; under -m that would re-run the sweep."""
-    cfg = trainer_cfg("trainer=ddp_cpu", "trainer.strategy=ddp")
-    check_trainer_config(cfg)  # a single run may re-launch itself
+def fake_multirun(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     monkeypatch.setattr(
         HydraConfig, "get", staticmethod(lambda: SimpleNamespace(mode=RunMode.MULTIRUN))
     )
-    with pytest.raises(CifarlabError, match="multirun.*ddp_spawn.*hydra/launcher=slurm"):
-        check_trainer_config(cfg)
-    check_trainer_config(trainer_cfg("trainer=ddp_cpu"))  # ddp_fork works inside the multirun
-    monkeypatch.setenv("SLURM_NTASKS", "2")  # under SLURM, srun starts the processes instead
-    monkeypatch.setenv("SLURM_JOB_NAME", "train")
-    check_trainer_config(cfg)
+
+
+def build(*overrides: str) -> L.Trainer:
+    cfg = compose_config("train", ["paths.output_dir=unused", *overrides])
+    return build_trainer(cfg.trainer, logger=False, enable_progress_bar=False)
+
+
+def test_script_relaunching_ddp_is_refused_inside_a_multirun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lightning's script-launched ddp runs train.py again per device; under -m that would re-run
+    the sweep. Judged by the launcher Lightning set up, not by the strategy's name: strategy=auto
+    with 2 devices is script-launched ddp too, while ddp on one device launches nothing."""
+    for var in ("SLURM_NTASKS", "SLURM_JOB_NAME", "LOCAL_RANK", "LSB_JOBID"):
+        monkeypatch.delenv(var, raising=False)
+    build("trainer=ddp_cpu", "trainer.strategy=ddp")  # a single run may re-launch itself
+    fake_multirun(monkeypatch)
+    for relaunching in (
+        ["trainer=ddp_cpu", "trainer.strategy=ddp"],
+        ["trainer.accelerator=cpu", "trainer.devices=2"],  # strategy auto: Lightning picks ddp
+    ):
+        with pytest.raises(CifarlabError, match="multirun.*ddp_spawn.*hydra/launcher=slurm"):
+            build(*relaunching)
+    build("trainer=ddp_cpu")  # ddp_fork starts its workers inside the job
+    build("trainer=ddp_cpu", "trainer.strategy=ddp_spawn")
+    build("trainer=ddp_cpu", "trainer.strategy=ddp", "trainer.devices=1")  # nothing to launch
+    # under SLURM, srun starts the processes and Lightning launches none
+    slurm = {"NTASKS": "2", "NTASKS_PER_NODE": "2", "JOB_NAME": "train", "NODELIST": "node1"}
+    for var, value in {**slurm, "NODEID": "0", "PROCID": "0", "LOCALID": "0"}.items():
+        monkeypatch.setenv(f"SLURM_{var}", value)
+    build("trainer=ddp_cpu", "trainer.strategy=ddp")
+
+
+def fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """``count`` CUDA GPUs as torch and Lightning see them (nothing runs on them)."""
+    import lightning.fabric.accelerators.cuda as fabric_cuda
+    import lightning.pytorch.accelerators.cuda as pytorch_cuda
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Fake GPU")
+    monkeypatch.setattr(fabric_cuda, "num_cuda_devices", lambda: count)
+    monkeypatch.setattr(pytorch_cuda, "num_cuda_devices", lambda: count)
+
+
+def test_default_trainer_uses_one_of_several_gpus_and_only_ddp_takes_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a 4-GPU machine the default must not silently become 4-process ddp (another global
+    batch, and the script started again per GPU)."""
+    fake_gpus(monkeypatch, 4)
+    default = build()
+    assert default.num_devices == 1 and type(default.strategy).__name__ == "SingleDeviceStrategy"
+    assert str(default.strategy.root_device) == "cuda:0" and not relaunches_script(default)
+    gpu = build("trainer=gpu")
+    assert gpu.num_devices == 1
+    ddp = build("trainer=ddp")
+    assert ddp.num_devices == 4 and relaunches_script(ddp)
+
+
+def test_gpu_preset_on_apple_silicon_runs_on_mps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning's accelerator=gpu means CUDA, else MPS; only 'cuda' insists on CUDA."""
+    no_gpus(monkeypatch)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    check_trainer_config(trainer_cfg("trainer=gpu"))
+    with pytest.raises(CifarlabError, match="one MPS device"):
+        check_trainer_config(trainer_cfg("trainer=gpu", "trainer.devices=2"))
+    with pytest.raises(CifarlabError, match="needs 1 CUDA GPU"):
+        check_trainer_config(trainer_cfg("trainer=gpu", "trainer.accelerator=cuda"))
+
+
+def test_gpu_presets_turn_on_tf32_and_cudnn_autotuning_each_overridable() -> None:
+    for preset in ("gpu", "ddp"):
+        cfg = trainer_cfg(f"trainer={preset}")
+        assert cfg.float32_matmul_precision == "high" and cfg.benchmark is True
+    assert trainer_cfg().float32_matmul_precision is None and trainer_cfg().benchmark is None
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark)
+    try:
+        # the same keys on the CPU, where building the Trainer applies them
+        build("trainer=cpu", "+trainer.float32_matmul_precision=high", "trainer.benchmark=true")
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.backends.cudnn.benchmark is True
+        build("trainer=cpu", "trainer.float32_matmul_precision=highest", "trainer.benchmark=false")
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.backends.cudnn.benchmark is False
+        with pytest.raises(CifarlabError, match="float32_matmul_precision='tf32' is not one of"):
+            build("trainer=cpu", "trainer.float32_matmul_precision=tf32")
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.benchmark = before[1]
 
 
 def test_fork_strategy_on_a_platform_without_fork_points_to_spawn(

@@ -22,17 +22,17 @@ from lightning.fabric.plugins.environments import (
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.utils import in_multirun, usable_cpus
 
-GPU_ACCELERATORS = ("gpu", "cuda")
 # Lightning's strategy names that start their processes with multiprocessing inside this job
 IN_PROCESS_DDP = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
-# ... and those that start them by running the script again (or leave it to a cluster's launcher)
-SCRIPT_DDP = ("ddp", "ddp_find_unused_parameters_true")
+# trainer.float32_matmul_precision (applied by cifarlab; every other key is a Trainer argument)
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 # launchers that start one process per device themselves (Kubeflow is not auto-detectable)
 CLUSTER_ENVIRONMENTS = (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)
 
@@ -74,10 +74,17 @@ def _cluster_starts_processes() -> bool:
     return any(env.detect() for env in CLUSTER_ENVIRONMENTS)
 
 
+def _cuda_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def _check_devices(accelerator: str, devices: Any) -> None:
-    if accelerator in GPU_ACCELERATORS:
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        wanted = requested_gpus(devices)
+    wanted = requested_gpus(devices)
+    # Lightning's "gpu" is CUDA where there is one, else Apple's MPS; "cuda" is CUDA only
+    if accelerator == "gpu" and _cuda_count() == 0 and torch.backends.mps.is_available():
+        accelerator = "mps"
+    if accelerator in ("gpu", "cuda"):
+        available = _cuda_count()
         if available == 0 or (wanted is not None and wanted > available):
             need = "a CUDA GPU" if wanted is None else f"{wanted} CUDA GPU(s)"
             raise CifarlabError(
@@ -92,7 +99,7 @@ def _check_devices(accelerator: str, devices: Any) -> None:
                 f"has {found_hardware()}. Use trainer=cpu, or the default trainer "
                 "(accelerator: auto), which picks CUDA, then MPS, then the CPU."
             )
-        if requested_gpus(devices) not in (None, 1):
+        if wanted not in (None, 1):
             raise CifarlabError(
                 f"trainer.devices={devices} with trainer.accelerator=mps: a Mac has one MPS "
                 "device, so use trainer.devices=1."
@@ -102,8 +109,7 @@ def _check_devices(accelerator: str, devices: Any) -> None:
 def _check_strategy(strategy: Any, num_nodes: Any) -> None:
     if not isinstance(strategy, str):
         return
-    distributed = strategy in IN_PROCESS_DDP or strategy in SCRIPT_DDP
-    if distributed and not dist.is_available():
+    if strategy.startswith("ddp") and not dist.is_available():
         raise CifarlabError(
             f"trainer.strategy={strategy} needs torch.distributed, which this torch "
             f"{torch.__version__} build lacks. Use trainer=cpu or trainer=gpu (one device)."
@@ -116,14 +122,6 @@ def _check_strategy(strategy: Any, num_nodes: Any) -> None:
             "Use trainer.strategy=ddp_spawn."
         )
     cluster = _cluster_starts_processes()
-    if strategy in SCRIPT_DDP and in_multirun() and not cluster:
-        raise CifarlabError(
-            f"trainer.strategy={strategy} starts one process per device by running train.py "
-            "again with the same command line, which cannot work inside a Hydra multirun (-m): "
-            "every copy would start the whole sweep. Use trainer.strategy=ddp_spawn for sweeps on "
-            "this machine, or a cluster launcher (hydra/launcher=slurm) where SLURM starts the "
-            "processes."
-        )
     if isinstance(num_nodes, int) and num_nodes > 1 and not cluster:
         raise CifarlabError(
             f"trainer.num_nodes={num_nodes} needs a cluster that starts the processes on every "
@@ -145,6 +143,35 @@ def check_trainer_config(trainer_cfg: DictConfig | Mapping[str, Any]) -> None:
     _check_strategy(value("strategy", None), value("num_nodes", 1))
 
 
+def relaunches_script(trainer: L.Trainer) -> bool:
+    """True when ``trainer.fit`` would start its other processes by running this script again.
+
+    Decided from what Lightning set up, not from the strategy's name: ``strategy=auto`` with
+    several devices also becomes script-launched ``ddp``, while ``ddp`` on one device, or under
+    SLURM/torchrun (which start every process themselves), launches nothing.
+    """
+    strategy = trainer.strategy
+    if not isinstance(strategy.launcher, _SubprocessScriptLauncher):
+        return False
+    environment = getattr(strategy, "cluster_environment", None)
+    external = environment is not None and environment.creates_processes_externally
+    return not external and trainer.num_devices > 1
+
+
+def apply_gpu_presets(matmul_precision: Any) -> None:
+    """``trainer.float32_matmul_precision``: TF32 tensor cores for float32 matmuls ("high") on
+    Ampere and newer; null leaves torch's setting alone. (cuDNN autotuning is Lightning's own
+    ``trainer.benchmark``.)"""
+    if matmul_precision is None:
+        return
+    if matmul_precision not in MATMUL_PRECISIONS:
+        raise CifarlabError(
+            f"trainer.float32_matmul_precision={matmul_precision!r} is not one of "
+            f"{', '.join(MATMUL_PRECISIONS)} (or null to leave torch's default)."
+        )
+    torch.set_float32_matmul_precision(matmul_precision)
+
+
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """Checks the config, then instantiates the Trainer; Lightning's refusals become one paragraph.
 
@@ -152,8 +179,11 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     ``precision=16-mixed`` on a CPU); its message is kept, the traceback dropped.
     """
     check_trainer_config(trainer_cfg)
+    arguments = OmegaConf.to_container(trainer_cfg, resolve=True)
+    assert isinstance(arguments, dict)
+    apply_gpu_presets(arguments.pop("float32_matmul_precision", None))
     try:
-        return instantiate(trainer_cfg, **kwargs)
+        trainer = instantiate(arguments, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise CifarlabError(
@@ -161,6 +191,16 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
             "trainer.devices, trainer.strategy and trainer.precision (e.g. bf16-mixed, 16-mixed "
             "on a GPU, 32)."
         ) from None
+    if in_multirun() and relaunches_script(trainer):
+        raise CifarlabError(
+            f"trainer.strategy={arguments.get('strategy')} with {trainer.num_devices} devices "
+            "starts one process per device by running train.py again with the same command line "
+            "(Lightning's script-launched ddp), which cannot work inside a Hydra multirun (-m): "
+            "every copy would start the whole sweep. Use trainer.strategy=ddp_spawn for sweeps on "
+            "this machine, or a cluster launcher (hydra/launcher=slurm) where SLURM starts the "
+            "processes."
+        )
+    return trainer
 
 
 def check_speed_options(net: nn.Module, *, compile_net: bool, channels_last: bool) -> None:

@@ -74,8 +74,11 @@ class ClassifierModule(L.LightningModule):
             channels_last=(data or {}).get("channels_last", False),
         )
         n = len(class_names)
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.train_acc = MulticlassAccuracy(n, average="micro")
+        # per training step these only add on the device: no NaN check or input validation, each
+        # of which reads a value back and makes the step wait (DivergenceGuard watches the loss)
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.train_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics = self._eval_metrics(n)
         self.test_metrics = self._eval_metrics(n)
         self.val_acc_best = MaxMetric()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
@@ -22,10 +23,13 @@ from cifarlab.module import ClassifierModule, build_optimizer
 from cifarlab.reliability import (
     AtomicCheckpointIO,
     ConfigInCheckpoint,
-    Diverged,
     DivergenceGuard,
+    RandomStates,
+    checkpoint_paths,
+    divergence_message,
     interrupted_message,
     load_checkpoint,
+    pin_logger_versions,
     resume_config,
 )
 from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
@@ -71,20 +75,6 @@ def _command_line_overrides() -> list[str] | None:
     return list(HydraConfig.get().overrides.task)
 
 
-def _last_checkpoint(checkpoint: Any) -> str | None:
-    """The callback's last.ckpt. ``ddp_spawn``/``ddp_fork`` train in worker processes and hand
-    back only the best path, so this process falls back to the file the callback wrote."""
-    if checkpoint is None or not getattr(checkpoint, "save_last", False):
-        return None
-    last = checkpoint.last_model_path
-    if not last and checkpoint.dirpath:
-        written = Path(checkpoint.dirpath) / (
-            checkpoint.CHECKPOINT_NAME_LAST + checkpoint.FILE_EXTENSION
-        )
-        last = str(written) if written.is_file() else ""
-    return last or None
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits the configured model, tests its best checkpoint, reports and returns the metrics.
 
@@ -108,35 +98,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    safety = [ConfigInCheckpoint(plain(cfg)), DivergenceGuard()]
+    loggers = _instantiate_all(cfg.get("logger"))
+    stored = plain(cfg)
+    pin_logger_versions(stored, loggers)
+    safety = [
+        ConfigInCheckpoint(stored),
+        RandomStates(),
+        DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
+    ]
     trainer = build_trainer(
         cfg.trainer,
         callbacks=[*callbacks, *safety],
-        logger=_instantiate_all(cfg.get("logger")) or False,
+        logger=loggers or False,
         **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),
     )
     log.info("Output directory: %s", output_dir)
-    status, problem = "completed", None
     try:
         trainer.fit(
             module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
         )
-    except Diverged as err:
-        status, problem = "diverged", str(err)
-        log.error("%s", problem)
     except SystemExit as err:
         # Lightning ends fit on Ctrl-C / SIGTERM by SystemExit, after its hooks ran
         if trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
         _record_interrupt(trainer, output_dir, start)
         raise SystemExit(143 if isinstance(err, SIGTERMException) else 130) from None
-    best_score = trainer.callback_metrics.get("val/acc_best")
     # callback_metrics also reach this process when spawned/forked DDP workers did the training
+    problem = divergence_message(trainer.callback_metrics)
+    status = "diverged" if problem else "completed"
+    if problem:
+        log.error("%s", problem)
+    best_score = trainer.callback_metrics.get("val/acc_best")
     epochs = int(trainer.callback_metrics.get("train/epochs", trainer.current_epoch))
 
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None else ""
-    last = _last_checkpoint(checkpoint)
+    best, last = checkpoint_paths(trainer)
     extra = {
         "val/acc_best": float(best_score) if best_score is not None else None,
         "status": status,
@@ -145,7 +140,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - start, 2),
         "model": cfg.model.name,
         "num_params": sum(p.numel() for p in module.net.parameters()),
-        "best_ckpt": best or None,
+        "best_ckpt": best,
         "last_ckpt": last,
         "output_dir": str(output_dir),
     }
@@ -167,18 +162,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> None:
-    """Says where the last completed epoch is, in metrics.json and on stderr."""
-    checkpoint = trainer.checkpoint_callback
-    last = getattr(checkpoint, "last_model_path", "") or None
+    """Says where the last completed epoch is, in metrics.json and on stderr (rank 0 only).
+
+    Under ddp_spawn/ddp_fork this process did not train, so what it knows comes from the files
+    the workers wrote (last.ckpt and the epoch it holds).
+    """
+    if not trainer.is_global_zero:
+        return
+    best, last = checkpoint_paths(trainer)
+    epochs = trainer.current_epoch
+    if last and Path(last).is_file():
+        epochs = int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
     message = interrupted_message(output_dir, last)
     write_json(
         output_dir / "metrics.json",
         {
             "status": "interrupted",
             "message": message,
-            "epochs": trainer.current_epoch,
+            "epochs": epochs,
             "wall_time_s": round(time.perf_counter() - start, 2),
-            "best_ckpt": getattr(checkpoint, "best_model_path", "") or None,
+            "best_ckpt": best,
             "last_ckpt": last,
             "output_dir": str(output_dir),
         },

@@ -97,8 +97,10 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     status, error = record.get("status", "incomplete"), record.get("error", "")
     if metrics:
         status = metrics.get("status", "completed")
-        losses = [metrics.get("test/loss"), metrics.get("val/acc_best")]
-        if status == "completed" and any(_finite(v) is None for v in losses):
+        # run.py records divergence itself; a completed run without validation has no
+        # val/acc_best, and is still completed unless its test loss is not a number
+        test_loss = metrics.get("test/loss")
+        if status == "completed" and test_loss is not None and _finite(test_loss) is None:
             status = "diverged"
         if status == "diverged" and not error:
             error = "the loss became non-finite (NaN/inf): lr too high?"

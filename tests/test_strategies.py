@@ -1,0 +1,179 @@
+"""Divergence and interrupts end the same way under every strategy: one process, ddp_fork (the
+workers train, the parent reports) and script-launched ddp (every rank runs train.py).
+
+The DDP runs use ``trainer=ddp_cpu`` (2 CPU processes, gloo) on the tiny folder data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from cifarlab.module import ClassifierModule
+from cifarlab.run import _record_interrupt, train
+
+from .conftest import ROOT, compose_config, quick_overrides, run_script
+
+
+def nan_loss(monkeypatch: pytest.MonkeyPatch, from_epoch: int, rank: int | None = None) -> None:
+    """The training loss becomes NaN from ``from_epoch`` on, on ``rank`` only (None: every rank).
+    Forked DDP workers inherit the patch."""
+    original = ClassifierModule.training_step
+
+    def step(self, data, batch_idx):
+        loss = original(self, data, batch_idx)
+        hit = self.current_epoch >= from_epoch and rank in (None, self.global_rank)
+        return loss * float("nan") if hit else loss
+
+    monkeypatch.setattr(ClassifierModule, "training_step", step)
+
+
+def ddp_cfg(root: Path, out: Path, *extra: str):
+    return compose_config(
+        "train",
+        [
+            *quick_overrides(root, out),
+            "model=bn_cnn",
+            "model.width=8",
+            "trainer=ddp_cpu",
+            "data.batch_size=8",
+            "trainer.max_epochs=4",
+            *extra,
+        ],
+    )
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_and_tests_the_best_checkpoint(
+    folder_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only rank 1's loss goes NaN, from epoch 1: both ranks stop at the same batch (no rank waits
+    in a collective), the forked workers' parent reports it as one process would, and the
+    epoch-0 checkpoint, the last one with finite weights, is tested."""
+    nan_loss(monkeypatch, from_epoch=1, rank=1)
+    metrics = train(ddp_cfg(folder_root, tmp_path))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["status"] == "diverged" and saved["epochs"] == 1
+    assert "loss became nan at epoch 1, batch 0" in saved["message"]
+    assert saved["test/acc"] > 0.8  # tested on the epoch-0 checkpoint
+    for path in (saved["best_ckpt"], saved["last_ckpt"]):
+        state = torch.load(path, weights_only=True)
+        assert state["epoch"] == 0
+        assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+DIVERGING = ["optimizer.lr=1e6", "model=bn_cnn", "model.width=8", "trainer.max_epochs=2"]
+
+
+def diverging_run(root: Path, tmp_path: Path, name: str, *extra: str) -> tuple[int, dict, str]:
+    overrides = [o for o in quick_overrides(root, tmp_path) if "output_dir" not in o]
+    proc = run_script(
+        "train.py",
+        *overrides,
+        *DIVERGING,
+        *extra,
+        f"hydra.run.dir={tmp_path / name}",
+        cwd=tmp_path,
+    )
+    metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+    return proc.returncode, metrics, proc.stdout + proc.stderr
+
+
+def test_the_issues_diverging_ddp_command_ends_like_one_process(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """``train.py trainer=ddp_cpu optimizer.lr=1e6 model=bn_cnn`` used to end in a traceback, exit
+    code 1 and no metrics.json."""
+    single = diverging_run(folder_root, tmp_path, "one")
+    forked = diverging_run(folder_root, tmp_path, "fork", "trainer=ddp_cpu", "data.batch_size=8")
+    for code, metrics, output in (single, forked):
+        assert code == 0 and "Traceback" not in output, output[-3000:]
+        assert metrics["status"] == "diverged" and "optimizer.lr" in metrics["message"]
+
+
+@pytest.mark.slow
+def test_script_launched_ddp_diverges_on_every_rank_together(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    code, metrics, output = diverging_run(
+        folder_root, tmp_path, "ddp", "trainer=ddp_cpu", "trainer.strategy=ddp", "data.batch_size=8"
+    )
+    assert code == 0 and "Traceback" not in output, output[-3000:]
+    assert metrics["status"] == "diverged"
+    assert output.count("Training diverged") == 2  # each rank logs it, none hangs
+
+
+def test_train_py_returns_no_objective_for_a_run_that_did_not_complete(
+    folder_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A diverged run has a val/acc_best from its good epochs, but a sweeper must not rank it."""
+    spec = importlib.util.spec_from_file_location("train_entry", ROOT / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    objective = entry.main.__wrapped__  # the function under @hydra.main
+    cfg = compose_config("train", [*quick_overrides(folder_root, tmp_path / "ok")])
+    assert objective(cfg) > 0.5
+    nan_loss(monkeypatch, from_epoch=1)
+    cfg = compose_config("train", [*quick_overrides(folder_root, tmp_path / "bad")])
+    assert objective(cfg) is None
+    saved = json.loads((tmp_path / "bad" / "metrics.json").read_text())
+    assert saved["status"] == "diverged" and saved["val/acc_best"] > 0.5
+
+
+def test_ctrl_c_under_ddp_fork_names_the_last_checkpoint(folder_root: Path, tmp_path: Path) -> None:
+    """The forked workers write last.ckpt; the parent, which Ctrl-C reaches with them, must name
+    it (it used to say there was nothing to resume)."""
+    run = tmp_path / "run"
+    overrides = [o for o in quick_overrides(folder_root, run) if "output_dir" not in o]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *overrides,
+            "trainer=ddp_cpu",
+            "data.batch_size=8",
+            "trainer.max_epochs=200",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and saved["last_ckpt"] == str(last)
+    assert saved["epochs"] == torch.load(last, weights_only=True)["epoch"] + 1 >= 1
+    assert f"train.py ckpt_path={last}" in stderr
+
+
+def test_only_rank_zero_records_an_interrupt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under script-launched ddp every rank catches the interrupt; one file, one message."""
+    for rank in (1, 0):
+        trainer = SimpleNamespace(
+            is_global_zero=rank == 0, checkpoint_callbacks=[], current_epoch=3
+        )
+        _record_interrupt(trainer, tmp_path, time.perf_counter())
+        if rank == 1:
+            assert not (tmp_path / "metrics.json").exists() and capsys.readouterr().err == ""
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
+    assert capsys.readouterr().err.count("Training was interrupted") == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.trainer.states import TrainerStatus
@@ -16,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
+from cifarlab.callbacks import stop_reason
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule, build_optimizer
@@ -36,7 +38,16 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     """Builds every ``_target_`` entry of a callbacks/logger group; null entries switch one off."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+    built = []
+    for node in group.values():
+        if node and "_target_" in node:
+            try:
+                built.append(instantiate(node))
+            except InstantiationException as err:
+                if isinstance(err.__cause__, CifarlabError):  # our own check of a value
+                    raise err.__cause__ from None
+                raise
+    return [item for item in built if item is not None]  # a factory may switch itself off
 
 
 def _report(
@@ -140,6 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val/acc_best": float(best_score) if best_score is not None else None,
         "status": status,
         **({"message": problem} if problem else {}),
+        "stop_reason": "diverged (non-finite loss)" if problem else stop_reason(trainer),
         "epochs": epochs,
         "wall_time_s": round(time.perf_counter() - start, 2),
         "model": cfg.model.name,

@@ -37,6 +37,7 @@ SUMMARY_COLUMNS = (
     "worst_class",
     "worst_class_acc",
     "wall_time_s",
+    "stop_reason",
     "error",
     "output_dir",
 )
@@ -114,6 +115,7 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         "worst_class": worst,
         "worst_class_acc": known.get(worst),
         "wall_time_s": _finite(record.get("wall_time_s", metrics.get("wall_time_s"))),
+        "stop_reason": metrics.get("stop_reason", ""),
         "error": error,
         "output_dir": str(job_dir),
     }

@@ -20,6 +20,7 @@ from cifarlab.accelerators import build_trainer
 from cifarlab.callbacks import stop_reason
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
+from cifarlab.loggers import finish_runs
 from cifarlab.module import ClassifierModule, build_optimizer
 from cifarlab.reliability import (
     AtomicCheckpointIO,
@@ -170,6 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results = trainer.test(
         module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
     )[0]
+    finish_runs(trainer)
     return _report(
         trainer,
         output_dir,

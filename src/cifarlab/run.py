@@ -32,6 +32,7 @@ from cifarlab.reliability import (
     resume_config,
 )
 from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
+from cifarlab.tune import check_tune, find_lr
 from cifarlab.utils import log, plain, write_json
 
 
@@ -116,6 +117,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         data=plain(datamodule.hparams),
     )
     build_optimizer(module.parameters(), module.hparams.optimizer)  # a bad one stops us before fit
+    check_tune(cfg.get("tune"))
+    if cfg.get("tune"):
+        return find_lr(cfg, module, datamodule, output_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]

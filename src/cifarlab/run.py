@@ -11,13 +11,14 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
 from cifarlab.callbacks import stop_reason
+from cifarlab.console import quiet_console
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
 from cifarlab.loggers import finish_runs
@@ -104,6 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     With ``ckpt_path`` set, continues the checkpoint's run with that run's own config.
     """
     start = time.perf_counter()
+    quiet_console()
     cfg = resume_config(cfg, _command_line_overrides())
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -123,6 +125,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.get("enable_model_summary") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
     loggers = _instantiate_all(cfg.get("logger"))
     if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -209,6 +213,7 @@ def _record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> Non
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Tests a checkpoint on the test split its run used; data settings may be overridden."""
     start = time.perf_counter()
+    quiet_console()
     output_dir = Path(cfg.paths.output_dir)
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
     hparams = ckpt["hyper_parameters"]

@@ -11,6 +11,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifarlab.accelerators import check_speed_options
+from cifarlab.batch_aug import BatchAugment
 from cifarlab.checks import check_optimizer
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
@@ -51,6 +52,7 @@ class ClassifierModule(L.LightningModule):
         optimizer: dict[str, Any],
         scheduler: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        batch_aug: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -58,6 +60,8 @@ class ClassifierModule(L.LightningModule):
         model_options = {k: v for k, v in model.items() if k not in ("name", "width", "compile")}
         self.net = build_model(model["name"], len(class_names), model["width"], **model_options)
         self.compile_net = model.get("compile", False)
+        # cutout/mixup/cutmix of training batches, seeded by the run's seed (kept in data's)
+        self.batch_aug = BatchAugment.from_config(batch_aug, seed=(data or {}).get("seed", 0))
         check_speed_options(
             self.net,
             compile_net=self.compile_net,
@@ -90,12 +94,16 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def on_train_epoch_start(self) -> None:
+        self.batch_aug.reseed(self.current_epoch, self.global_rank)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
+        x, targets = self.batch_aug(x, y)
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = targets.loss(logits, F.cross_entropy)
         self.train_loss.update(loss.detach(), len(y))
-        self.train_acc.update(logits.detach(), y)
+        self.train_acc.update(logits.detach(), targets.dominant)
         return loss
 
     def on_train_epoch_end(self) -> None:

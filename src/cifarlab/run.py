@@ -117,6 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.get("scheduler")),
         data=plain(datamodule.hparams),
+        batch_aug=plain(cfg.get("batch_aug")),
     )
     build_optimizer(module.parameters(), module.hparams.optimizer)  # a bad one stops us before fit
     check_tune(cfg.get("tune"))

@@ -128,3 +128,14 @@ def run_script(*args: str, cwd: Path, timeout: int = 600) -> subprocess.Complete
 def sweep_overrides(root: Path, tmp_path: Path) -> list[str]:
     """``quick_overrides`` for a multirun, whose jobs get their directories from Hydra."""
     return [o for o in quick_overrides(root, tmp_path) if "output_dir" not in o]
+
+
+@pytest.fixture(scope="session")
+def trained_lenet(folder_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """metrics.json of a 2-epoch LeNet run on the tiny folder data (predict.py, export.py)."""
+    from cifarlab.run import train
+
+    output_dir = tmp_path_factory.mktemp("trained_lenet")
+    return train(
+        compose_config("train", [*quick_overrides(folder_root, output_dir), "model=lenet"])
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -13,21 +12,16 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from cifarlab.accelerators import check_speed_options
 from cifarlab.batch_aug import BatchAugment
+from cifarlab.checks import check_optimizer
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 
-OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "onecycle", "cosine")
 
 
 def build_optimizer(params: Any, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    name, lr = cfg.get("name"), cfg.get("lr")
-    if name not in OPTIMIZERS:
-        raise CifarlabError(
-            f"optimizer={name!r} is not known; choose one of {', '.join(OPTIMIZERS)}."
-        )
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or math.isinf(lr):
-        raise CifarlabError(f"optimizer.lr={lr!r} must be a positive number, e.g. 0.01.")
+    check_optimizer(cfg)
+    name, lr = cfg["name"], cfg["lr"]
     wd = cfg.get("weight_decay", 0.0)
     if name == "sgd":
         return torch.optim.SGD(

@@ -10,15 +10,19 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
+from cifarlab.callbacks import stop_reason
+from cifarlab.console import quiet_console
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
+from cifarlab.loggers import finish_runs
 from cifarlab.module import ClassifierModule, build_optimizer
 from cifarlab.reliability import (
     AtomicCheckpointIO,
@@ -33,6 +37,7 @@ from cifarlab.reliability import (
     resume_config,
 )
 from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
+from cifarlab.tune import check_tune, find_lr
 from cifarlab.utils import log, plain, write_json
 
 
@@ -40,7 +45,16 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     """Builds every ``_target_`` entry of a callbacks/logger group; null entries switch one off."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+    built = []
+    for node in group.values():
+        if node and "_target_" in node:
+            try:
+                built.append(instantiate(node))
+            except InstantiationException as err:
+                if isinstance(err.__cause__, CifarlabError):  # our own check of a value
+                    raise err.__cause__ from None
+                raise
+    return [item for item in built if item is not None]  # a factory may switch itself off
 
 
 def _report(
@@ -81,6 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     With ``ckpt_path`` set, continues the checkpoint's run with that run's own config.
     """
     start = time.perf_counter()
+    quiet_console()
     cfg = resume_config(cfg, _command_line_overrides())
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -95,10 +110,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         batch_aug=plain(cfg.get("batch_aug")),
     )
     build_optimizer(module.parameters(), module.hparams.optimizer)  # a bad one stops us before fit
+    check_tune(cfg.get("tune"))
+    if cfg.get("tune"):
+        return find_lr(cfg, module, datamodule, output_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.get("enable_model_summary") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
     loggers = _instantiate_all(cfg.get("logger"))
+    if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     stored = plain(cfg)
     pin_logger_versions(stored, loggers)
     safety = [
@@ -136,6 +158,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val/acc_best": float(best_score) if best_score is not None else None,
         "status": status,
         **({"message": problem} if problem else {}),
+        "stop_reason": "diverged (non-finite loss)" if problem else stop_reason(trainer),
         "epochs": epochs,
         "wall_time_s": round(time.perf_counter() - start, 2),
         "model": cfg.model.name,
@@ -151,6 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results = trainer.test(
         module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
     )[0]
+    finish_runs(trainer)
     return _report(
         trainer,
         output_dir,
@@ -192,6 +216,7 @@ def _record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> Non
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Tests a checkpoint on the test split its run used; data settings may be overridden."""
     start = time.perf_counter()
+    quiet_console()
     output_dir = Path(cfg.paths.output_dir)
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
     hparams = ckpt["hyper_parameters"]

@@ -25,6 +25,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cifarlab import compare
 from cifarlab.utils import in_multirun, log, write_atomic, write_json
 
 JOB_RECORD = "job.json"
@@ -37,6 +38,7 @@ SUMMARY_COLUMNS = (
     "worst_class",
     "worst_class_acc",
     "wall_time_s",
+    "stop_reason",
     "error",
     "output_dir",
 )
@@ -116,6 +118,7 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         "worst_class": worst,
         "worst_class_acc": known.get(worst),
         "wall_time_s": _finite(record.get("wall_time_s", metrics.get("wall_time_s"))),
+        "stop_reason": metrics.get("stop_reason", ""),
         "error": error,
         "output_dir": str(job_dir),
     }
@@ -159,10 +162,22 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(sweep_dir / "summary.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
     failed = sum(row["status"] != "completed" for row in rows)
     title = f"# Sweep {sweep_dir}\n\n{len(rows)} jobs, {failed} not completed. Best first.\n\n"
     text = title + markdown_table(rows)
+    if compare.varies_seed([Path(row["output_dir"]) for row in rows]):
+        # one line per setting over its seeds; the per-job rows move to jobs.csv
+        settings = compare.group_by_setting(rows)
+        seeds_text = compare.csv_text(settings)
+        write_atomic(sweep_dir / "jobs.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
+        write_atomic(sweep_dir / "summary.csv", lambda tmp: tmp.write_text(seeds_text))
+        text = (
+            f"# Sweep {sweep_dir}\n\n{len(settings)} settings over seeds, best mean "
+            f"val/acc_best first.\n\n{compare.markdown(settings)}\n## Jobs\n\n"
+            f"{len(rows)} jobs, {failed} not completed. Best first.\n\n{markdown_table(rows)}"
+        )
+    else:
+        write_atomic(sweep_dir / "summary.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
     write_atomic(sweep_dir / "summary.md", lambda tmp: tmp.write_text(text))
     return rows
 
@@ -209,5 +224,6 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = write_summary(sweep_dir)
-        print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n\n{markdown_table(rows)}")
+        write_summary(sweep_dir)
+        summary = sweep_dir / "summary.md"
+        print(f"\nSweep summary ({summary}):\n\n{summary.read_text()}")

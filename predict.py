@@ -1,0 +1,24 @@
+"""Predict pictures with a trained checkpoint: ``python predict.py ckpt_path=X input=photos/``.
+
+``input`` is an image file, a folder (a folder of ``<class>/<images>`` is scored too), a quoted
+glob or a list; conf/predict.yaml has the options. The exit code is 1 when a file could not be
+read (the others are still predicted), 2 for a mistake in the input.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from cifarlab.predict import predict
+from cifarlab.utils import run_entry
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    if run_entry(predict, cfg)["failed"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

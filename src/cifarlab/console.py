@@ -1,0 +1,131 @@
+"""A console that shows the run, not the libraries: no tips or deprecation noise, a summary of the
+network itself (parameters and FLOPs), a progress bar with the running loss and the last val/acc.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+# messages that come from how Lightning 2.6 and torch 2.15 talk to each other or advertise, not
+# from anything a cifarlab user can change
+NOISE_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's _pytree on torch 2.15
+)
+NOISE_LOGS = ("💡 Tip:",)  # Lightning's litlogger / litmodels advertisements
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(noise in str(record.msg) for noise in NOISE_LOGS)
+
+
+def quiet_console() -> None:
+    """Silences the library messages above; everything else (our own warnings) stays."""
+    for pattern in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    # Lightning's rank_zero_info logs through these two loggers (a filter sees only records
+    # created on its own logger, not those propagated from below)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+
+
+def net_summary(
+    net: nn.Module, input_size: int = 32
+) -> tuple[list[tuple[str, str, int, int]], int]:
+    """Per layer (name, type, parameters, forward FLOPs of one image) and total FLOPs.
+
+    FLOPs are counted by ``torch.utils.flop_counter`` on a real forward pass (multiply-adds count
+    two), so they follow whatever the network does, not a formula per layer type.
+    """
+    device = next(net.parameters()).device
+    counter = FlopCounterMode(display=False)
+    was_training = net.training
+    net.eval()
+    # force_eager: a net compiled in place (model.compile) is counted without compiling it here
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"), counter:
+        net(torch.zeros(1, 3, input_size, input_size, device=device))
+    net.train(was_training)
+    per_module = counter.get_flop_counts()
+    prefix = type(net).__name__
+    rows = []
+    for name, module in net.named_modules():
+        if not name or any(True for _ in module.children()):
+            continue  # leaves only
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        flops = sum(per_module.get(f"{prefix}.{name}", {}).values())
+        if params or flops:
+            rows.append((name, type(module).__name__, params, flops))
+    return rows, counter.get_total_flops()
+
+
+def _human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return str(int(n))
+
+
+class NetSummary(ModelSummary):
+    """Replaces Lightning's summary of the LightningModule (which lists metric objects and, with
+    its own FLOP estimate, often 0) by the network's layers, parameters and FLOPs per image."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        net = pl_module.net
+        rows, total_flops = net_summary(net)
+        table = Table(title=f"{type(net).__name__} (FLOPs: one 32x32 image, forward)")
+        for column in ("layer", "type", "params", "FLOPs"):
+            table.add_column(column, justify="right" if column in ("params", "FLOPs") else "left")
+        for name, kind, params, flops in rows:
+            table.add_row(name, kind, f"{params:,}", _human(flops))
+        table.add_section()
+        total = sum(p.numel() for p in net.parameters())
+        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        table.add_row("total", "", f"{total:,}", _human(total_flops))
+        Console().print(table)
+        if trainable != total:
+            Console().print(f"trainable parameters: {trainable:,} of {total:,}")
+
+
+class ProgressBar(RichProgressBar):
+    """Rich progress bar showing the training loss of the latest step and the last val/acc."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._loss: torch.Tensor | None = None
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._loss = loss.detach()  # read (one device sync) only when the bar is drawn
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        if self._loss is not None:
+            items["loss"] = f"{float(self._loss):.3f}"
+        val_acc = trainer.callback_metrics.get("val/acc")
+        if val_acc is not None:
+            items["val/acc"] = f"{float(val_acc):.3f}"
+        return items

@@ -1,0 +1,87 @@
+"""The bare network inside a checkpoint, with what it takes to feed it (predict.py, export.py).
+
+A checkpoint holds the whole ``ClassifierModule``; people who use a trained model want the
+``nn.Module`` alone, its class names and the normalization its inputs need. Everything is rebuilt
+from the checkpoint's own hyperparameters, so this works for every model in
+``cifarlab.models.MODELS`` without knowing any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarlab.data import NORMALIZATIONS
+from cifarlab.errors import CifarlabError
+from cifarlab.models import build_model
+from cifarlab.reliability import load_checkpoint
+
+INPUT_SIZE = 32  # every cifarlab network takes (N, 3, 32, 32)
+# model config keys that change how the net runs (or is named), not what it is
+RUN_OPTIONS = ("name", "width", "compile")
+
+
+@dataclass
+class Network:
+    """A checkpoint's network in eval mode on the CPU, and how its inputs must be prepared."""
+
+    net: nn.Module
+    model: dict[str, Any]
+    class_names: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    normalize: str
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 32, 32) uint8 RGB -> the normalized float batch the network was trained on."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images.float() / 255.0 - mean) / std
+
+
+def load_network(ckpt_path: str | None, purpose: str) -> Network:
+    """Rebuilds the network of a train.py checkpoint from its hyperparameters and weights."""
+    ckpt = load_checkpoint(ckpt_path, purpose=purpose)
+    hparams = ckpt["hyper_parameters"]
+    model = dict(hparams["model"])
+    class_names = list(hparams["class_names"])
+    options = {k: v for k, v in model.items() if k not in RUN_OPTIONS}
+    net = build_model(model["name"], len(class_names), model["width"], **options)
+    weights = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CifarlabError(
+            f"ckpt_path={ckpt_path}: its weights do not fit model={model['name']} "
+            f"width={model['width']} as this version of cifarlab builds it ({err}). Use the "
+            "cifarlab version that trained it."
+        ) from None
+    normalize = (hparams.get("data") or {}).get("normalize", "cifar10")
+    mean, std = NORMALIZATIONS[normalize]
+    return Network(net.eval(), model, class_names, mean, std, normalize)
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` is CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CifarlabError(
+            f"device={device!r} is not a device torch knows; use auto, cpu, cuda, cuda:1 or mps."
+        ) from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise CifarlabError(f"device={device} needs a CUDA GPU, which this machine lacks; use cpu.")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise CifarlabError(
+            f"device={device} needs Apple's MPS, which this machine lacks; use cpu."
+        )
+    return chosen

@@ -1,0 +1,55 @@
+"""A quiet console: the network's own summary with real FLOPs, no library tips or noise."""
+
+import logging
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from cifarlab.console import ProgressBar, net_summary
+from cifarlab.models import LeNet
+from cifarlab.run import train
+
+from .conftest import compose_config, quick_overrides
+
+
+def test_lenet_summary_counts_its_real_flops_and_parameters() -> None:
+    rows, total = net_summary(LeNet())
+    # multiply-adds x 2: conv1 75*6 per output pixel (28x28), conv2 150*16 (10x10), then the fcs
+    expected = 2 * (75 * 6 * 28 * 28 + 150 * 16 * 10 * 10 + 400 * 120 + 120 * 84 + 84 * 10)
+    assert total == expected == 1_303_440
+    assert sum(r[2] for r in rows) == 62_006
+    assert [r[0] for r in rows if r[3]] == [
+        "features.0",
+        "features.3",
+        "classifier.0",
+        "classifier.2",
+        "classifier.4",
+    ]
+
+
+def test_training_prints_no_tips_and_no_library_deprecations(
+    folder_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys
+) -> None:
+    overrides = [
+        o for o in quick_overrides(folder_root, tmp_path) if "enable_model_summary" not in o
+    ]
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        train(compose_config("train", [*overrides, "trainer.max_epochs=1"]))
+    assert not [r for r in caplog.records if "Tip" in r.getMessage()]
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
+    out = capsys.readouterr().out
+    assert "features.0" in out and "1.30 M" in out  # the net's summary with its FLOPs
+    assert "val_metrics" not in out  # not Lightning's summary of the LightningModule
+
+
+def test_progress_bar_shows_running_loss_and_last_val_acc() -> None:
+    bar = ProgressBar()
+    trainer = SimpleNamespace(
+        loggers=[], progress_bar_metrics={}, callback_metrics={"val/acc": torch.tensor(0.4567)}
+    )
+    bar._loss = torch.tensor(1.23456)
+    assert bar.get_metrics(trainer, None) == {"loss": "1.235", "val/acc": "0.457"}

@@ -1,0 +1,133 @@
+"""export.py: the bare network as a state_dict, TorchScript or ONNX file, equal to PyTorch's."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cifarlab.data import CIFAR10_CLASSES
+from cifarlab.errors import CifarlabError
+from cifarlab.export import check_batch, export
+from cifarlab.models import build_model
+from cifarlab.module import ClassifierModule
+from cifarlab.network import load_network
+
+from .conftest import compose_config
+
+
+class Net(nn.Module):
+    """The PyTorch "Training a Classifier" tutorial's network, verbatim."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)  # flatten all dimensions except batch
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        x = self.fc3(x)
+        return x
+
+
+def make_checkpoint(path: Path, model: str, width: int, classes=CIFAR10_CLASSES) -> Path:
+    """A checkpoint as train.py writes it, with random weights and BatchNorm statistics."""
+    torch.manual_seed(0)
+    module = ClassifierModule(
+        model={"name": model, "width": width, "compile": False},
+        class_names=list(classes),
+        optimizer={"name": "adamw", "lr": 0.001},
+        data={"normalize": "cifar10"},
+    )
+    for name, buffer in module.net.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            buffer.copy_(torch.rand_like(buffer) + 0.5)
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    torch.save(ckpt, path)
+    return path
+
+
+def run_export(ckpt: Path, fmt: str, tmp_path: Path, *extra: str) -> dict:
+    return export(
+        compose_config(
+            "export", [f"ckpt_path={ckpt}", f"format={fmt}", f"paths.output_dir={tmp_path}", *extra]
+        )
+    )
+
+
+def test_lenet_state_dict_runs_in_the_tutorials_own_code(tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path / "last.ckpt", "lenet", 6)
+    info = run_export(ckpt, "state_dict", tmp_path)
+    PATH = info["path"]
+    assert Path(PATH) == tmp_path / "last.pth"
+    # the tutorial's test code, unchanged
+    net = Net()
+    net.load_state_dict(torch.load(PATH))
+    images = check_batch()
+    outputs = net(images)
+    torch.testing.assert_close(outputs, load_network(str(ckpt), "test").net(images))
+    sidecar = json.loads(Path(info["info_path"]).read_text())
+    assert sidecar["class_names"] == list(CIFAR10_CLASSES)
+    assert sidecar["normalize"]["mean"] == [0.4914, 0.4822, 0.4465]
+    assert sidecar["input"]["shape"] == ["batch", 3, 32, 32]
+
+
+@pytest.mark.parametrize(("model", "width"), [("fc512", 16), ("bn_cnn", 8)])
+def test_other_models_state_dict_loads_into_their_class(
+    tmp_path: Path, model: str, width: int
+) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", model, width, classes=("a", "b", "c"))
+    info = run_export(ckpt, "state_dict", tmp_path, f"output={tmp_path / 'out' / 'net.pth'}")
+    sidecar = json.loads(Path(info["info_path"]).read_text())
+    options = {k: v for k, v in sidecar["model"].items() if k not in ("name", "width")}
+    net = build_model(
+        sidecar["model"]["name"], sidecar["num_classes"], sidecar["model"]["width"], **options
+    )
+    net.load_state_dict(torch.load(info["path"]))
+    images = check_batch()
+    torch.testing.assert_close(net.eval()(images), load_network(str(ckpt), "test").net(images))
+
+
+@pytest.mark.parametrize("model", ["lenet", "bn_cnn"])
+def test_torchscript_and_onnx_match_pytorch_at_any_batch_size(tmp_path: Path, model: str) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", model, 8)
+    reference = load_network(str(ckpt), "test").net
+    scripted = torch.jit.load(run_export(ckpt, "torchscript", tmp_path)["path"])
+    onnx_file = run_export(ckpt, "onnx", tmp_path)["path"]
+    session = onnxruntime.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    for size in (1, 3, 17):
+        images = check_batch(seed=size, size=size)
+        with torch.inference_mode():
+            expected = reference(images).numpy()
+            np.testing.assert_allclose(scripted(images).numpy(), expected, atol=1e-4, rtol=0)
+        (logits,) = session.run(None, {"images": images.numpy()})
+        np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+
+
+def test_bad_format_and_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CifarlabError, match="format='zip' is not known"):
+        run_export(tmp_path / "x.ckpt", "zip", tmp_path)
+    with pytest.raises(CifarlabError, match="does not exist"):
+        run_export(tmp_path / "x.ckpt", "onnx", tmp_path)
+
+
+def test_onnx_without_its_extra_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", "lenet", 6)
+    monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)  # import raises ImportError
+    with pytest.raises(CifarlabError, match=r"uv sync --extra onnx"):
+        run_export(ckpt, "onnx", tmp_path)
+    assert not (tmp_path / "m.onnx").exists()

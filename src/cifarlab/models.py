@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.fastnet import FastNet
 
 
 class LeNet(nn.Module):
@@ -74,7 +75,12 @@ class BNCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"lenet": LeNet, "fc512": FC512, "bn_cnn": BNCNN}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet": LeNet,
+    "fc512": FC512,
+    "bn_cnn": BNCNN,
+    "fastnet": FastNet,
+}
 
 
 def build_model(name: str, num_classes: int, width: int, **options: object) -> nn.Module:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
 from cifarlab.data import CIFAR10DataModule
+from cifarlab.ema import WeightEMA
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule, build_optimizer
 from cifarlab.reliability import (
@@ -50,12 +51,11 @@ def _report(
     """Rank 0's metrics, returned by every DDP process; only rank 0 prints and writes files."""
     per_class = per_class_from(results, "test", classes)
     overall = float(results["test/acc"])
-    metrics = {
-        "test/acc": overall,
-        "test/loss": float(results["test/loss"]),
-        "test/acc_class": per_class,
-        **extra,
-    }
+    metrics = {"test/acc": overall, "test/loss": float(results["test/loss"])}
+    if "test/acc_no_tta" in results:  # tta on: test/acc scores the averaged views
+        metrics["test/acc_no_tta"] = float(results["test/acc_no_tta"])
+        stage_title += f", with TTA ({100 * metrics['test/acc_no_tta']:.2f}% without)"
+    metrics = {**metrics, "test/acc_class": per_class, **extra}
     metrics = trainer.strategy.broadcast(metrics, src=0)
     if trainer.is_global_zero:
         print_accuracy_table(stage_title, overall, per_class)
@@ -102,9 +102,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.get("scheduler")),
         data=plain(datamodule.hparams),
+        loss=plain(cfg.get("loss")),
+        tta=cfg.get("tta", "none"),
     )
-    build_optimizer(module.parameters(), module.hparams.optimizer)  # a bad one stops us before fit
+    build_optimizer(module.net, module.hparams.optimizer)  # a bad one stops us before fit
     callbacks = _instantiate_all(cfg.get("callbacks"))
+    if cfg.get("ema") and cfg.ema.decay:
+        callbacks.append(WeightEMA(**plain(cfg.ema)))
     if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     safety = [ConfigInCheckpoint(plain(cfg)), DivergenceGuard()]
@@ -201,7 +205,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{datamodule.num_classes} ({', '.join(datamodule.class_names)}). Drop the "
             "data.classes override, or evaluate a checkpoint trained on those classes."
         )
-    module = ClassifierModule(**hparams)
+    module = ClassifierModule(**{**hparams, **({"tta": cfg.tta} if cfg.get("tta") else {})})
     module.load_state_dict(ckpt["state_dict"])
     L.seed_everything(cfg.seed, workers=True)
     trainer = build_trainer(cfg.trainer, logger=False, callbacks=[])

@@ -1,5 +1,6 @@
 """Training tricks: each config key changes what it says it changes, and nothing else."""
 
+import itertools
 import math
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_cosine_warm_up_rises_linearly_then_decays_to_zero() -> None:
     factors = [lr_factor("cosine", cfg, step, total) for step in range(total + 1)]
     assert factors[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
     assert factors[10] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert factors[-1] == pytest.approx(0.0, abs=1e-12)
     assert lr_factor("cosine", {}, 50, 100) == pytest.approx(0.5)
 

@@ -42,7 +42,8 @@ def tables(runs: dict[str, dict], root: Path) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in runs.items():
-        per_class = m["test/acc_class"]
+        # None: a class with no test images
+        per_class = {c: a for c, a in m["test/acc_class"].items() if a is not None}
         worst = min(per_class, key=per_class.get)
         best = max(per_class, key=per_class.get)
         cmd = " ".join(["uv run", *command(name, Path("DATA"))])
@@ -61,7 +62,7 @@ def tables(runs: dict[str, dict], root: Path) -> str:
     ]
     for c in classes:
         cells = [
-            f"{100 * m['test/acc_class'][c]:.1f}" if c in m["test/acc_class"] else "-"
+            f"{100 * m['test/acc_class'][c]:.1f}" if m["test/acc_class"].get(c) is not None else "-"
             for m in runs.values()
         ]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")

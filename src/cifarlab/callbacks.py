@@ -104,10 +104,12 @@ def per_class_figure(matrix: torch.Tensor, class_names: Sequence[str], title: st
     """Bar chart of per-class accuracy (the confusion matrix's normalized diagonal)."""
     plt = _pyplot()
     counts = matrix.double()
-    acc = (counts.diagonal() / counts.sum(dim=1).clamp(min=1) * 100).tolist()
+    support = counts.sum(dim=1)
+    acc = (counts.diagonal() / support.clamp(min=1) * 100).tolist()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(class_names)), 3.2), layout="constrained")
     bars = ax.bar(list(class_names), acc, color="tab:blue")
-    ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    labels = [f"{a:.0f}" if n else "-" for a, n in zip(acc, support.tolist(), strict=True)]
+    ax.bar_label(bars, labels=labels, fontsize=8)  # "-": no images of the class
     ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy %")
     ax.set_title(title)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from cifarlab.accelerators import check_speed_options
 from cifarlab.errors import CifarlabError
@@ -170,7 +170,9 @@ class ClassifierModule(L.LightningModule):
         return MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "acc_class": MulticlassAccuracy(num_classes, average=None),
+                # per class (tp, fp, tn, fn, support): MulticlassAccuracy(average=None) says 0.0
+                # for a class with no images, which must read as "none" instead
+                "class_stats": MulticlassStatScores(num_classes, average=None),
             }
         )
 
@@ -236,12 +238,16 @@ class ClassifierModule(L.LightningModule):
         loss = getattr(self, f"{stage}_loss")
         metrics = getattr(self, f"{stage}_metrics")
         values = metrics.compute()
+        correct, support = values["class_stats"][:, 0], values["class_stats"][:, 4]
+        acc_class = correct.float() / support.clamp(min=1)
+        present = (support > 0).tolist()  # synchronized counts: every rank logs the same keys
         scalars = {
             f"{stage}/loss": loss.compute(),
             f"{stage}/acc": values["acc"],
             **{
-                f"{stage}/acc_class/{name}": values["acc_class"][i]
+                f"{stage}/acc_class/{name}": acc_class[i]
                 for i, name in enumerate(self.class_names)
+                if present[i]  # a class with no images here has no accuracy to log
             },
         }
         # torchmetrics has already synchronized these across DDP processes; sync_dist=True keeps

@@ -13,25 +13,31 @@ from cifarlab.utils import write_atomic
 
 def per_class_from(
     results: Mapping[str, float], stage: str, classes: Sequence[str]
-) -> dict[str, float]:
-    return {name: float(results[f"{stage}/acc_class/{name}"]) for name in classes}
+) -> dict[str, float | None]:
+    """Accuracy per class; None for a class with no images in the evaluated part (not logged)."""
+    found = {name: results.get(f"{stage}/acc_class/{name}") for name in classes}
+    return {name: None if acc is None else float(acc) for name, acc in found.items()}
 
 
-def print_accuracy_table(title: str, overall: float, per_class: Mapping[str, float]) -> None:
-    """Prints per-class accuracy, worst class first, with the overall figure as the last row."""
+def print_accuracy_table(title: str, overall: float, per_class: Mapping[str, float | None]) -> None:
+    """Prints per-class accuracy, worst class first, with the overall figure as the last row; a
+    class with no images shows "-" at the end."""
     console = Console()
     console.print(f"\n[bold]{title}[/bold]")
     table = Table()
     table.add_column("class")
     table.add_column("accuracy %", justify="right")
-    for name, acc in sorted(per_class.items(), key=lambda item: item[1]):
+    known = sorted((acc, name) for name, acc in per_class.items() if acc is not None)
+    for acc, name in known:
         table.add_row(name, f"{100 * acc:.1f}")
+    for name in (name for name, acc in per_class.items() if acc is None):
+        table.add_row(name, "-")
     table.add_section()
     table.add_row("[bold]overall[/bold]", f"[bold]{100 * overall:.2f}[/bold]")
     console.print(table)
 
 
-def plot_per_class(path: Path, title: str, per_class: Mapping[str, float]) -> None:
+def plot_per_class(path: Path, title: str, per_class: Mapping[str, float | None]) -> None:
     """Writes a bar chart of per-class accuracy next to the run's other outputs."""
     import matplotlib
 
@@ -39,9 +45,10 @@ def plot_per_class(path: Path, title: str, per_class: Mapping[str, float]) -> No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(per_class)), 3.2), layout="constrained")
-    names, values = list(per_class), [100 * v for v in per_class.values()]
+    names, values = list(per_class), [100 * (v or 0.0) for v in per_class.values()]
     bars = ax.bar(names, values, color="tab:blue")
-    ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    labels = ["-" if v is None else f"{100 * v:.0f}" for v in per_class.values()]
+    ax.bar_label(bars, labels=labels, fontsize=8)
     ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy %")
     ax.set_title(title)

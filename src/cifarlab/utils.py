@@ -64,3 +64,11 @@ def run_entry(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
             raise
         print(f"\nerror: {err}\n", file=sys.stderr)
         sys.exit(2)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, cgroup cpusets, SLURM), which
+    ``os.cpu_count()`` ignores; a job given 4 of 64 cores would otherwise start 64 threads."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

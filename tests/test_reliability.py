@@ -30,6 +30,10 @@ RESUME_RUN = [
     "optimizer.lr=1e-3",
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
+    # the batch augmentations' draws must continue exactly too
+    "batch_aug.cutout=4",
+    "batch_aug.mixup_alpha=0.1",
+    "batch_aug.cutmix_alpha=0.1",
 ]
 
 
@@ -314,6 +318,8 @@ def test_eval_refuses_a_checkpoint_for_other_classes(trained: Path, tmp_path: Pa
         (["model=bn_cnn", "model.width=1"], "model.width=1 does not fit bn_cnn"),
         (["data.classes=[bird,bird]"], r"data.classes lists \['bird'\] more than once"),
         (["data.val_size=120"], "data.val_size=120 leaves no training images"),
+        (["model=resnet", "model.depth=50"], "model.depth=50 is not a ResNet"),
+        (["batch_aug.cutout=-8"], "batch_aug.cutout=-8 must be a whole number"),
     ],
 )
 def test_bad_settings_stop_train_before_any_result_is_written(

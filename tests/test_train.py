@@ -4,16 +4,29 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from cifarlab.run import evaluate, train
 
 from .conftest import compose_config, quick_overrides, run_script, sweep_overrides
 
 
-@pytest.mark.parametrize("model", ["lenet", "fc512", "bn_cnn"])
-def test_fit_and_test_each_model(folder_root: Path, tmp_path: Path, model: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "options"),
+    [
+        ("lenet", []),
+        ("fc512", []),
+        ("bn_cnn", []),
+        ("bn_cnn", ["model.batchnorm=false"]),
+        ("resnet", ["model.width=4"]),
+    ],
+)
+def test_fit_and_test_each_model(
+    folder_root: Path, tmp_path: Path, model: str, options: list[str]
+) -> None:
     cfg = compose_config(
-        "train", [*quick_overrides(folder_root, tmp_path), f"model={model}", "model.width=8"]
+        "train",
+        [*quick_overrides(folder_root, tmp_path), f"model={model}", "model.width=8", *options],
     )
     metrics = train(cfg)
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -54,6 +67,40 @@ def test_eval_reproduces_the_runs_test_accuracy(folder_root: Path, tmp_path: Pat
     assert evaluated["test/acc_class"] == pytest.approx(trained["test/acc_class"], abs=1e-6)
     assert set(evaluated["test/acc_class"]) == {"cat", "frog"}
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_resnet_with_cutout_mixup_and_cutmix_trains_and_evaluates(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """The batch augmentations run inside fit, are kept in the checkpoint, and eval.py (which
+    never augments) reproduces the run's test figures from it."""
+    cfg = compose_config(
+        "train",
+        [
+            *quick_overrides(folder_root, tmp_path / "run"),
+            "model=resnet",
+            "model.width=4",
+            "batch_aug=cutmix",
+            "batch_aug.cutout=8",
+            "batch_aug.mixup_alpha=0.4",
+        ],
+    )
+    trained = train(cfg)
+    assert trained["status"] == "completed" and trained["epochs"] == 2
+    hparams = torch.load(trained["last_ckpt"], weights_only=True)["hyper_parameters"]
+    assert hparams["batch_aug"] == {"cutout": 8, "mixup_alpha": 0.4, "cutmix_alpha": 1.0}
+    evaluated = evaluate(
+        compose_config(
+            "eval",
+            [
+                f"ckpt_path={trained['best_ckpt']}",
+                f"paths.output_dir={tmp_path / 'eval'}",
+                "trainer.enable_progress_bar=false",
+                "trainer.accelerator=cpu",
+            ],
+        )
+    )
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
 
 
 def test_multirun_sweeps_a_2x2_grid(folder_root: Path, tmp_path: Path) -> None:

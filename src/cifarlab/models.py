@@ -1,4 +1,8 @@
-"""The three networks of the reference material. Each returns logits and takes a ``width``."""
+"""The networks by config name. Each returns logits and takes a ``width``.
+
+The first three are the reference material's; ``resnet`` (cifarlab.resnet) is built from its
+residual block.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.fastnet import FastNet
+from cifarlab.resnet import ResNet
 
 
 class LeNet(nn.Module):
@@ -51,19 +56,29 @@ class FC512(nn.Module):
 
 
 class BNCNN(nn.Module):
-    """Two 3x3 conv blocks (ReLU then BatchNorm) halving channels, then a 32-unit head."""
+    """Two 3x3 conv blocks (ReLU then BatchNorm) halving channels, then a 32-unit head.
 
-    def __init__(self, num_classes: int = 10, width: int = 16, dropout: float = 0.0) -> None:
+    ``batchnorm=False`` drops both BatchNorm layers: the reference's plain CNN, so its steps
+    (CNN, then dropout, then L2, then BatchNorm) can each be run on their own.
+    """
+
+    def __init__(
+        self, num_classes: int = 10, width: int = 16, dropout: float = 0.0, batchnorm: bool = True
+    ) -> None:
         super().__init__()
         half = width // 2
+
+        def norm(channels: int) -> list[nn.Module]:
+            return [nn.BatchNorm2d(channels)] if batchnorm else []
+
         self.features = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1),
             nn.ReLU(),
-            nn.BatchNorm2d(width),
+            *norm(width),
             nn.MaxPool2d(2),
             nn.Conv2d(width, half, 3, padding=1),
             nn.ReLU(),
-            nn.BatchNorm2d(half),
+            *norm(half),
             nn.MaxPool2d(2),
             nn.Flatten(),
         )
@@ -80,6 +95,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fc512": FC512,
     "bn_cnn": BNCNN,
     "fastnet": FastNet,
+    "resnet": ResNet,
 }
 
 
@@ -99,6 +115,8 @@ def build_model(name: str, num_classes: int, width: int, **options: object) -> n
     dropout = options.get("dropout", 0.0)
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise CifarlabError(f"model.dropout={dropout!r} must be a number in [0, 1).")
+    if not isinstance(options.get("batchnorm", True), bool):
+        raise CifarlabError(f"model.batchnorm={options['batchnorm']!r} must be true or false.")
     try:
         return MODELS[name](num_classes=num_classes, width=width, **options)
     except TypeError as err:

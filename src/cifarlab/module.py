@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -13,6 +14,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from cifarlab.accelerators import check_speed_options
+from cifarlab.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 
@@ -133,6 +135,7 @@ class ClassifierModule(L.LightningModule):
         data: dict[str, Any] | None = None,
         loss: dict[str, Any] | None = None,
         tta: str = "none",
+        batch_aug: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -152,6 +155,8 @@ class ClassifierModule(L.LightningModule):
         model_options = {k: v for k, v in model.items() if k not in ("name", "width", "compile")}
         self.net = build_model(model["name"], len(class_names), model["width"], **model_options)
         self.compile_net = model.get("compile", False)
+        # cutout/mixup/cutmix of training batches, seeded by the run's seed (kept in data's)
+        self.batch_aug = BatchAugment.from_config(batch_aug, seed=(data or {}).get("seed", 0))
         check_speed_options(
             self.net,
             compile_net=self.compile_net,
@@ -203,13 +208,17 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if hasattr(self.net, "set_epoch"):
             self.net.set_epoch(self.current_epoch)
+        self.batch_aug.reseed(self.current_epoch, self.global_rank)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
+        x, targets = self.batch_aug(x, y)
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        loss = targets.loss(
+            logits, functools.partial(F.cross_entropy, label_smoothing=self.label_smoothing)
+        )
         self.train_loss.update(loss.detach(), len(y))
-        self.train_acc.update(logits.detach(), y)
+        self.train_acc.update(logits.detach(), targets.dominant)
         return loss
 
     def on_train_epoch_end(self) -> None:

@@ -104,6 +104,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         data=plain(datamodule.hparams),
         loss=plain(cfg.get("loss")),
         tta=cfg.get("tta", "none"),
+        batch_aug=plain(cfg.get("batch_aug")),
     )
     build_optimizer(module.net, module.hparams.optimizer)  # a bad one stops us before fit
     callbacks = _instantiate_all(cfg.get("callbacks"))

@@ -37,6 +37,13 @@ def expected_params(name: str, width: int, classes: int, batchnorm: bool = True)
         )
     if name == "fc512":
         return (3072 * width + width) + (width * classes + classes)
+    if name == "fastnet":
+        groups = ((24, width), (width, 4 * width), (4 * width, 4 * width))
+        return (
+            (24 * 3 * 2 * 2 + 24)
+            + sum(9 * cin * cout + 9 * cout * cout + 4 * cout for cin, cout in groups)
+            + 4 * width * classes
+        )
     half = width // 2
     return (
         (27 * width + width)

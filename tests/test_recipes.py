@@ -15,7 +15,18 @@ RECIPES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 def test_every_results_row_has_a_recipe() -> None:
     assert (
-        sorted(["tutorial_lenet", "lenet", "fc512", "bn_cnn", "airplane_vs_bird", "resnet18"])
+        sorted(
+            [
+                "tutorial_lenet",
+                "lenet",
+                "fc512",
+                "bn_cnn",
+                "airplane_vs_bird",
+                "resnet18",
+                "fastnet",
+                "fastnet_cpu",
+            ]
+        )
         == RECIPES
     )
 
@@ -61,6 +72,25 @@ def test_resnet18_recipe_is_the_standard_one() -> None:
     assert cfg.data.batch_size == 128 and cfg.data.augment is True
     assert cfg.scheduler.name == "onecycle" and cfg.batch_aug.cutout == 8
     assert 30 <= cfg.trainer.max_epochs <= 40
+
+
+def test_fastnet_recipes_are_airbench94s() -> None:
+    cfg = compose_config("train", ["experiment=fastnet"])
+    assert (cfg.model.name, cfg.model.width) == ("fastnet", 64)
+    assert (cfg.data.batch_size, cfg.data.val_size, cfg.data.crop_padding) == (1024, 0, 2)
+    assert (cfg.data.pad_mode, cfg.data.flip_mode) == ("reflect", "alternate")
+    # 11.5 per 1024 summed examples at momentum 0.85 = 1.5 on the mean loss
+    assert cfg.optimizer.lr == pytest.approx(11.5 / (1 + 1 / (1 - 0.85)), rel=1e-3)
+    assert (cfg.optimizer.momentum, cfg.optimizer.nesterov) == (0.85, True)
+    assert cfg.optimizer.weight_decay == pytest.approx(0.0153 / 11.5, rel=1e-2)
+    assert cfg.optimizer.norm_lr_mult == 64 and cfg.scheduler.name == "triangular"
+    assert cfg.loss.label_smoothing == 0.2 and cfg.tta == "flip_translate"
+    assert (cfg.ema.every_n_steps, cfg.ema.lookahead) == (5, True)
+    assert cfg.ema.decay == pytest.approx(0.95**5, abs=1e-4)
+    assert cfg.trainer.max_steps == 476  # 9.9 epochs of 50,000 // 1024 batches
+    cpu = compose_config("train", ["experiment=fastnet_cpu"])
+    assert (cpu.model.width, cpu.trainer.max_steps) == (32, 312)
+    assert cpu.optimizer == cfg.optimizer and cpu.ema == cfg.ema
 
 
 @pytest.mark.slow

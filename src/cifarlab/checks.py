@@ -23,3 +23,6 @@ def check_optimizer(cfg: Mapping[str, Any]) -> None:
         )
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or math.isinf(lr):
         raise CifarlabError(f"optimizer.lr={lr!r} must be a positive number, e.g. 0.01.")
+    mult = cfg.get("norm_lr_mult", 1.0)
+    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
+        raise CifarlabError(f"optimizer.norm_lr_mult={mult!r} must be a positive number, e.g. 64.")

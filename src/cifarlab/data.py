@@ -753,6 +753,13 @@ class CIFAR10DataModule(L.LightningDataModule):
             "test": self._subset(test, torch.arange(len(test.labels))),
         }
 
+    def normalized_train_images(self, n: int) -> torch.Tensor:
+        """The first ``n`` training images as normalized float, for layers computed from data."""
+        images = self.splits["train"].images[:n].float() / 255.0
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (images - mean) / std
+
     def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The split on the model's device, moved there once rather than batch by batch."""
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")

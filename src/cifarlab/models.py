@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.fastnet import FastNet
 from cifarlab.resnet import ResNet
 
 
@@ -93,6 +94,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet": LeNet,
     "fc512": FC512,
     "bn_cnn": BNCNN,
+    "fastnet": FastNet,
     "resnet": ResNet,
 }
 

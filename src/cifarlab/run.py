@@ -21,6 +21,7 @@ from cifarlab.accelerators import build_trainer
 from cifarlab.callbacks import stop_reason
 from cifarlab.console import quiet_console
 from cifarlab.data import CIFAR10DataModule
+from cifarlab.ema import WeightEMA
 from cifarlab.errors import CifarlabError
 from cifarlab.loggers import finish_runs
 from cifarlab.module import ClassifierModule, build_optimizer
@@ -68,12 +69,11 @@ def _report(
     """Rank 0's metrics, returned by every DDP process; only rank 0 prints and writes files."""
     per_class = per_class_from(results, "test", classes)
     overall = float(results["test/acc"])
-    metrics = {
-        "test/acc": overall,
-        "test/loss": float(results["test/loss"]),
-        "test/acc_class": per_class,
-        **extra,
-    }
+    metrics = {"test/acc": overall, "test/loss": float(results["test/loss"])}
+    if "test/acc_no_tta" in results:  # tta on: test/acc scores the averaged views
+        metrics["test/acc_no_tta"] = float(results["test/acc_no_tta"])
+        stage_title += f", with TTA ({100 * metrics['test/acc_no_tta']:.2f}% without)"
+    metrics = {**metrics, "test/acc_class": per_class, **extra}
     metrics = trainer.strategy.broadcast(metrics, src=0)
     if trainer.is_global_zero:
         print_accuracy_table(stage_title, overall, per_class)
@@ -107,13 +107,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.get("scheduler")),
         data=plain(datamodule.hparams),
+        loss=plain(cfg.get("loss")),
+        tta=cfg.get("tta", "none"),
         batch_aug=plain(cfg.get("batch_aug")),
     )
-    build_optimizer(module.parameters(), module.hparams.optimizer)  # a bad one stops us before fit
+    build_optimizer(module.net, module.hparams.optimizer)  # a bad one stops us before fit
     check_tune(cfg.get("tune"))
     if cfg.get("tune"):
         return find_lr(cfg, module, datamodule, output_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
+    if cfg.get("ema") and cfg.ema.decay:
+        callbacks.append(WeightEMA(**plain(cfg.ema)))
     if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.trainer.get("enable_model_summary") is False:
@@ -230,7 +234,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{datamodule.num_classes} ({', '.join(datamodule.class_names)}). Drop the "
             "data.classes override, or evaluate a checkpoint trained on those classes."
         )
-    module = ClassifierModule(**hparams)
+    module = ClassifierModule(**{**hparams, **({"tta": cfg.tta} if cfg.get("tta") else {})})
     module.load_state_dict(ckpt["state_dict"])
     L.seed_everything(cfg.seed, workers=True)
     trainer = build_trainer(cfg.trainer, logger=False, callbacks=[])

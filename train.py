@@ -6,13 +6,14 @@ Configs live in conf/ (train.yaml is the entry); ``python train.py --help`` list
 import hydra
 from omegaconf import DictConfig
 
-from cifarlab.checks import check_optimizer
+from cifarlab.checks import check_model, check_optimizer
 from cifarlab.utils import run_entry
 
 
 def train(cfg: DictConfig) -> dict:
     """Checks what needs no heavy library first, so --help and mistakes answer at once; Lightning,
     torchmetrics and torchvision are imported only when training starts."""
+    check_model(cfg.model)
     check_optimizer(cfg.optimizer)
     from cifarlab.run import train as run_train
 

@@ -37,3 +37,16 @@ def test_bad_lr_is_reported_without_heavy_imports(tmp_path: Path) -> None:
 def test_help_needs_no_heavy_imports(tmp_path: Path) -> None:
     result = probe("--help", tmp_path=tmp_path)
     assert "heavy: []" in result.stdout and "optimizer" in result.stdout
+
+
+def test_a_width_the_model_cannot_take_is_reported_without_heavy_imports(tmp_path: Path) -> None:
+    result = probe("model=bn_cnn", "model.width=7", tmp_path=tmp_path)
+    assert "exit 2" in result.stdout and "heavy: []" in result.stdout, result.stdout
+    assert "does not fit bn_cnn" in result.stderr
+
+
+def test_the_light_model_names_are_the_registry() -> None:
+    from cifarlab.checks import MODEL_NAMES
+    from cifarlab.models import MODELS
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS)

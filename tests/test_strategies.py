@@ -89,6 +89,7 @@ def diverging_run(root: Path, tmp_path: Path, name: str, *extra: str) -> tuple[i
     return proc.returncode, metrics, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # a fresh DDP job in a subprocess; the slowest checks of the default suite
 def test_the_issues_diverging_ddp_command_ends_like_one_process(
     folder_root: Path, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_train_py_returns_no_objective_for_a_run_that_did_not_complete(
     assert saved["status"] == "diverged" and saved["val/acc_best"] > 0.5
 
 
+@pytest.mark.slow  # DDP job in a subprocess; 21 s alone, and once timed out on a loaded machine
 def test_ctrl_c_under_ddp_fork_names_the_last_checkpoint(folder_root: Path, tmp_path: Path) -> None:
     """The forked workers write last.ckpt; the parent, which Ctrl-C reaches with them, must name
     it (it used to say there was nothing to resume)."""

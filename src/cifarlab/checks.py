@@ -13,6 +13,8 @@ from typing import Any
 from cifarlab.errors import CifarlabError
 
 OPTIMIZERS = ("sgd", "adamw")
+# the names of cifarlab.models.MODELS, known here without importing torch
+MODEL_NAMES = ("lenet", "fc512", "bn_cnn", "resnet", "fastnet")
 
 
 def check_optimizer(cfg: Mapping[str, Any]) -> None:
@@ -26,3 +28,25 @@ def check_optimizer(cfg: Mapping[str, Any]) -> None:
     mult = cfg.get("norm_lr_mult", 1.0)
     if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
         raise CifarlabError(f"optimizer.norm_lr_mult={mult!r} must be a positive number, e.g. 64.")
+
+
+def check_model(cfg: Mapping[str, Any]) -> None:
+    """The model's name, width and generic options (``build_model`` runs the same checks)."""
+    name, width = cfg.get("name"), cfg.get("width")
+    if name not in MODEL_NAMES:
+        raise CifarlabError(
+            f"model={name!r} is not known; choose one of {', '.join(MODEL_NAMES)} "
+            "(e.g. model=lenet)."
+        )
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise CifarlabError(f"model.width={width!r} must be a positive whole number.")
+    if name == "bn_cnn" and (width < 2 or width % 2):
+        raise CifarlabError(
+            f"model.width={width} does not fit bn_cnn: its second conv has width/2 channels, so "
+            "the width must be even and at least 2 (e.g. 16, 32, 64)."
+        )
+    dropout = cfg.get("dropout", 0.0)
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise CifarlabError(f"model.dropout={dropout!r} must be a number in [0, 1).")
+    if not isinstance(cfg.get("batchnorm", True), bool):
+        raise CifarlabError(f"model.batchnorm={cfg['batchnorm']!r} must be true or false.")

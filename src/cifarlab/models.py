@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cifarlab.checks import check_model
 from cifarlab.errors import CifarlabError
 from cifarlab.fastnet import FastNet
 from cifarlab.resnet import ResNet
@@ -101,22 +102,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def build_model(name: str, num_classes: int, width: int, **options: object) -> nn.Module:
     """Builds a model by its config name, refusing widths the architecture cannot take."""
-    if name not in MODELS:
-        raise CifarlabError(
-            f"model={name!r} is not known; choose one of {', '.join(MODELS)} (e.g. model=lenet)."
-        )
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise CifarlabError(f"model.width={width!r} must be a positive whole number.")
-    if name == "bn_cnn" and (width < 2 or width % 2):
-        raise CifarlabError(
-            f"model.width={width} does not fit bn_cnn: its second conv has width/2 channels, so "
-            "the width must be even and at least 2 (e.g. 16, 32, 64)."
-        )
-    dropout = options.get("dropout", 0.0)
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise CifarlabError(f"model.dropout={dropout!r} must be a number in [0, 1).")
-    if not isinstance(options.get("batchnorm", True), bool):
-        raise CifarlabError(f"model.batchnorm={options['batchnorm']!r} must be true or false.")
+    check_model({"name": name, "width": width, **options})
     try:
         return MODELS[name](num_classes=num_classes, width=width, **options)
     except TypeError as err:

@@ -213,7 +213,8 @@ class ClassifierModule(L.LightningModule):
         loss = targets.loss(
             logits, functools.partial(F.cross_entropy, label_smoothing=self.label_smoothing)
         )
-        self.train_loss.update(loss.detach(), len(y))
+        # the weight is made on the device: a Python number would be copied there, which waits
+        self.train_loss.update(loss.detach(), torch.full_like(loss.detach(), len(y)))
         self.train_acc.update(logits.detach(), targets.dominant)
         return loss
 

@@ -25,6 +25,7 @@ def test_every_results_row_has_a_recipe() -> None:
                 "resnet18",
                 "fastnet",
                 "fastnet_cpu",
+                "fastnet_sgd",
             ]
         )
         == RECIPES
@@ -74,8 +75,8 @@ def test_resnet18_recipe_is_the_standard_one() -> None:
     assert 30 <= cfg.trainer.max_epochs <= 40
 
 
-def test_fastnet_recipes_are_airbench94s() -> None:
-    cfg = compose_config("train", ["experiment=fastnet"])
+def test_fastnet_sgd_recipe_is_airbench94s() -> None:
+    cfg = compose_config("train", ["experiment=fastnet_sgd"])
     assert (cfg.model.name, cfg.model.width) == ("fastnet", 64)
     assert (cfg.data.batch_size, cfg.data.val_size, cfg.data.crop_padding) == (1024, 0, 2)
     assert (cfg.data.pad_mode, cfg.data.flip_mode) == ("reflect", "alternate")
@@ -88,9 +89,29 @@ def test_fastnet_recipes_are_airbench94s() -> None:
     assert (cfg.ema.every_n_steps, cfg.ema.lookahead) == (5, True)
     assert cfg.ema.decay == pytest.approx(0.95**5, abs=1e-4)
     assert cfg.trainer.max_steps == 476  # 9.9 epochs of 50,000 // 1024 batches
+
+
+def test_fastnet_recipes_are_airbench94_muons() -> None:
+    cfg = compose_config("train", ["experiment=fastnet"])
+    assert (cfg.model.name, cfg.model.width) == ("fastnet", 64)
+    assert (cfg.data.batch_size, cfg.data.val_size, cfg.data.crop_padding) == (2000, 0, 2)
+    assert (cfg.data.pad_mode, cfg.data.flip_mode) == ("reflect", "alternate")
+    opt = cfg.optimizer
+    assert (opt.name, opt.muon_lr, opt.muon_momentum) == ("muon", 0.24, 0.6)
+    # airbench94_muon: summed loss, head output / 256 (weights of std 1), batch 2000; here: mean
+    # loss, head x 1/9 (default init). The same head step: 0.67 x 2000 / 256**2 x 9**2
+    assert opt.lr == pytest.approx(0.67 * 2000 / 256**2 * 9**2, rel=2e-2)
+    assert opt.lr * opt.norm_lr_mult == pytest.approx(0.053 * 2000, rel=2e-2)
+    assert opt.bias_lr_mult == opt.norm_lr_mult
+    assert opt.lr * opt.weight_decay == pytest.approx(2e-6 * 2000, rel=2e-2)
+    assert (opt.momentum, opt.nesterov) == (0.85, True)
+    sched = cfg.scheduler
+    assert (sched.name, sched.start, sched.peak_pct, sched.end) == ("triangular", 1.0, 0.0, 0.0)
+    assert cfg.loss.label_smoothing == 0.2 and cfg.tta == "flip_translate"
+    assert cfg.ema.decay == 0.0 and cfg.trainer.max_epochs == 8
     cpu = compose_config("train", ["experiment=fastnet_cpu"])
-    assert (cpu.model.width, cpu.trainer.max_steps) == (32, 312)
-    assert cpu.optimizer == cfg.optimizer and cpu.ema == cfg.ema
+    assert (cpu.model.width, cpu.trainer.max_epochs) == (32, 7)
+    assert cpu.optimizer == cfg.optimizer and cpu.data == cfg.data
 
 
 @pytest.mark.slow

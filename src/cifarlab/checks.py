@@ -12,7 +12,7 @@ from typing import Any
 
 from cifarlab.errors import CifarlabError
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "muon")
 # the names of cifarlab.models.MODELS, known here without importing torch
 MODEL_NAMES = ("lenet", "fc512", "bn_cnn", "resnet", "fastnet")
 
@@ -25,9 +25,21 @@ def check_optimizer(cfg: Mapping[str, Any]) -> None:
         )
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or math.isinf(lr):
         raise CifarlabError(f"optimizer.lr={lr!r} must be a positive number, e.g. 0.01.")
-    mult = cfg.get("norm_lr_mult", 1.0)
-    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
-        raise CifarlabError(f"optimizer.norm_lr_mult={mult!r} must be a positive number, e.g. 64.")
+    for key in ("norm_lr_mult", "bias_lr_mult"):
+        mult = cfg.get(key, 1.0)
+        if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
+            raise CifarlabError(f"optimizer.{key}={mult!r} must be a positive number, e.g. 64.")
+    if name == "muon":
+        muon_lr, muon_momentum = cfg.get("muon_lr"), cfg.get("muon_momentum")
+        if isinstance(muon_lr, bool) or not isinstance(muon_lr, (int, float)) or not muon_lr > 0:
+            raise CifarlabError(
+                f"optimizer.muon_lr={muon_lr!r} must be a positive number, e.g. 0.24 "
+                "(the step for conv filters; optimizer.lr is the SGD rate of the other weights)."
+            )
+        if not isinstance(muon_momentum, (int, float)) or not 0 <= muon_momentum < 1:
+            raise CifarlabError(
+                f"optimizer.muon_momentum={muon_momentum!r} must be a number in [0, 1), e.g. 0.6."
+            )
 
 
 def check_model(cfg: Mapping[str, Any]) -> None:

@@ -9,7 +9,7 @@ linear head with a scaled output). What makes it train in about ten epochs:
   the first few epochs;
 - convolutions start as identity maps (Dirac init) on their first input channels;
 - BatchNorm has no trainable scale, a fast running-statistics momentum and a trainable bias that
-  the recipe gives a much higher learning rate (``optimizer.bias_lr_mult``).
+  the recipe gives a much higher learning rate (``optimizer.norm_lr_mult``).
 """
 
 from __future__ import annotations

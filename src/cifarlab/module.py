@@ -18,6 +18,7 @@ from cifarlab.batch_aug import BatchAugment
 from cifarlab.checks import check_optimizer
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
+from cifarlab.muon import MuonSGD
 
 SCHEDULERS = ("none", "onecycle", "cosine", "triangular")
 TTA_MODES = ("none", "flip", "flip_translate")
@@ -32,17 +33,22 @@ NORM_LAYERS = (
 
 
 def param_groups(net: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """The net's parameters in up to three groups: weights, biases, normalization layers.
+    """The net's parameters in up to four groups: weights, biases, normalization layers, and (for
+    ``optimizer=muon``) conv filters.
 
     ``norm_lr_mult`` multiplies the learning rate of normalization-layer parameters (airbench gives
-    BatchNorm biases 64x); their weight decay is divided by the same factor, so that the decay per
-    step (lr x weight_decay, in SGD and AdamW alike) stays that of the other weights.
-    ``no_decay_norm_bias`` takes weight decay off biases and normalization layers.
+    BatchNorm biases 64x), ``bias_lr_mult`` that of the other biases; their weight decay is divided
+    by the same factor, so that the decay per step (lr x weight_decay, in SGD and AdamW alike)
+    stays that of the other weights. ``no_decay_norm_bias`` takes weight decay off biases and
+    normalization layers. Under Muon, trainable 4D weights (conv filters) form their own group
+    with ``muon_lr`` and ``muon_momentum``.
     """
     lr, wd = cfg["lr"], cfg.get("weight_decay", 0.0)
-    mult = cfg.get("norm_lr_mult", 1.0)
+    norm_mult, bias_mult = cfg.get("norm_lr_mult", 1.0), cfg.get("bias_lr_mult", 1.0)
     no_decay = bool(cfg.get("no_decay_norm_bias", False))
+    muon = cfg.get("name") == "muon"
     weights: list[nn.Parameter] = []
+    filters: list[nn.Parameter] = []
     biases: list[nn.Parameter] = []
     norms: list[nn.Parameter] = []
     for module in net.modules():
@@ -51,13 +57,33 @@ def param_groups(net: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
                 norms.append(param)
             elif name == "bias":
                 biases.append(param)
+            elif muon and param.ndim == 4 and param.requires_grad:
+                filters.append(param)
             else:
                 weights.append(param)
     groups = [
         {"params": weights, "lr": lr, "weight_decay": wd},
-        {"params": biases, "lr": lr, "weight_decay": 0.0 if no_decay else wd},
-        {"params": norms, "lr": lr * mult, "weight_decay": 0.0 if no_decay else wd / mult},
+        {
+            "params": biases,
+            "lr": lr * bias_mult,
+            "weight_decay": 0.0 if no_decay else wd / bias_mult,
+        },
+        {
+            "params": norms,
+            "lr": lr * norm_mult,
+            "weight_decay": 0.0 if no_decay else wd / norm_mult,
+        },
     ]
+    if filters:
+        groups.append(
+            {
+                "params": filters,
+                "lr": cfg["muon_lr"],
+                "momentum": cfg["muon_momentum"],
+                "weight_decay": 0.0,
+                "muon": True,
+            }
+        )
     return [group for group in groups if group["params"]]
 
 
@@ -65,8 +91,9 @@ def build_optimizer(net: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimize
     check_optimizer(cfg)
     name, lr = cfg["name"], cfg["lr"]
     params = param_groups(net, cfg)
-    if name == "sgd":
-        return torch.optim.SGD(
+    if name in ("sgd", "muon"):
+        optimizer_class = MuonSGD if name == "muon" else torch.optim.SGD
+        return optimizer_class(
             params,
             lr=lr,
             momentum=cfg.get("momentum", 0.0),

@@ -47,6 +47,7 @@ def class_mixed_order(labels: torch.Tensor) -> torch.Tensor:
 def _check_settings(
     source: object, normalize: object, batch_size: object, eval_batch_size: object, val_size: object
 ) -> None:
+    """Refuses a bad ``data.*`` value at construction, before any image is read, by its key."""
     if source not in SOURCES:
         raise CifarlabError(
             f"data.source={source!r} is not known; use data.source=cifar10 (torchvision's "
@@ -68,6 +69,7 @@ def _check_settings(
 def _check_augment_options(
     crop_padding: object, pad_mode: object, flip_mode: object, gather: object, drop_last: object
 ) -> None:
+    """``_check_settings`` for the keys that shape the training batches."""
     if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
         raise CifarlabError(
             f"data.crop_padding={crop_padding!r} must be a whole number >= 0 (pixels added on "

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
 from cifarlab.accelerators import build_trainer
 from cifarlab.models import MODELS
@@ -76,22 +77,58 @@ def test_default_trainer_callbacks_and_logger_build(tmp_path: Path) -> None:
     assert Path(trainer.logger.log_dir) == tmp_path / "tensorboard"
 
 
-def test_data_overrides_reach_the_datamodule_config() -> None:
-    cfg = compose_config(
-        "train",
-        [
-            "data.source=folder",
-            "data.root=/x",
-            "data.classes=[airplane,bird]",
-            "data.augment=true",
-            "data.normalize=half",
-            "data.val_size=100",
-            "data.batch_size=4",
-            "seed=7",
-        ],
-    )
-    assert plain(cfg.data)["classes"] == ["airplane", "bird"]
+def test_data_overrides_reach_the_datamodule_config(cifar10_root: Path) -> None:
+    """Each ``data.*`` override (and ``seed``) changes what the DataModule does, built from the
+    composed config as run.train builds it; compared with the same DataModule without it."""
+    from cifarlab.data import NORMALIZATIONS, CIFAR10DataModule
+
+    base = ["data.source=cifar10", f"data.root={cifar10_root}", "data.val_size=10"]
+    overrides = {
+        "data.classes": "[bird,airplane]",
+        "data.augment": "true",
+        "data.normalize": "half",
+        "data.batch_size": "4",
+        "seed": "7",
+    }
+
+    def built(changes: dict[str, str] | None = None) -> CIFAR10DataModule:
+        chosen = {**overrides, **(changes or {})}
+        cfg = compose_config("train", [*base, *(f"{k}={v}" for k, v in chosen.items())])
+        dm = CIFAR10DataModule(**plain(cfg.data), seed=cfg.seed)
+        dm.prepare_data()
+        dm.setup()
+        return dm
+
+    cfg = compose_config("train", [*base, *(f"{k}={v}" for k, v in overrides.items())])
+    assert plain(cfg.data)["classes"] == ["bird", "airplane"]
     assert cfg.data.augment is True and cfg.seed == 7 and cfg.data.batch_size == 4
+    dm = built()
+    default = built({"data.classes": "null", "data.normalize": "cifar10", "data.batch_size": "128"})
+    # classes: two of the ten, relabelled in the source's order, the same held-out images
+    assert dm.class_names == ["airplane", "bird"] and len(default.class_names) == 10
+    val, all_val = dm.splits["val"], default.splits["val"]
+    assert len(all_val.labels) == 10
+    for new, old in ((0, 0), (1, 2)):
+        assert torch.equal(val.images[val.labels == new], all_val.images[all_val.labels == old])
+    # batch_size: 4 per training batch (128 takes all 90 training images at once)
+    assert {len(y) for _, y in dm.train_dataloader()} == {4}
+    assert [len(y) for _, y in default.train_dataloader()] == [90]
+    # normalize=half: pixels / 127.5 - 1 instead of CIFAR-10's statistics
+    for module, normalize in ((dm, "half"), (default, "cifar10")):
+        x, _ = next(iter(module.test_dataloader()))
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORMALIZATIONS[normalize])
+        raw = module.splits["test"].images[: len(x)].float() / 255
+        assert torch.allclose(x, (raw - mean) / std, atol=1e-5)
+    # augment=true: the same images in the same order as without it, cropped and flipped
+    unaugmented = built({"data.augment": "false"}).train_dataloader()
+    for (x, y), (plain_x, plain_y) in zip(dm.train_dataloader(), unaugmented, strict=True):
+        assert torch.equal(y, plain_y) and not torch.equal(x, plain_x)
+    # seed=7: another order of the training images than seed 0
+    orders = [
+        torch.cat([x for x, _ in built({"data.augment": "false", "seed": seed}).train_dataloader()])
+        for seed in ("0", "7")
+    ]
+    assert not torch.equal(*orders)
 
 
 def test_eval_config_defaults_to_the_checkpoint() -> None:

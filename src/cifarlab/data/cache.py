@@ -1,0 +1,163 @@
+"""The on-disk cache of decoded splits: where it lives, when it is still valid, how it is written.
+
+Decoding 60,000 images takes longer than a small model's epoch, so each split is decoded once into
+``cifarlab-<split>-v<CACHE_VERSION>.pt``. A cache is trusted only while the files it was built
+from are unchanged (``_fingerprint``) and its tensors are intact (``_checksum``); anything else is
+rebuilt, and written atomically so that a crash never leaves half a cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from cifarlab.data.sources import (
+    CIFAR10_BATCHES,
+    CIFAR10_DIR,
+    ImageSet,
+    read_source,
+    scan_folder,
+    source_classes,
+)
+from cifarlab.errors import CifarlabError
+from cifarlab.utils import log, write_atomic
+
+CACHE_VERSION = 3  # 2: scandir fingerprint; 3: plus a checksum of the tensors
+
+
+def _data_cache_dir(source: str, root: Path) -> Path:
+    """The cache's place next to the data (where torchvision's pickles are, for cifar10)."""
+    return root / CIFAR10_DIR if source == "cifar10" else root / ".cifarlab-cache"
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be made in ``folder``, or in its nearest existing parent if it is yet to
+    be made. ``os.access`` answers for this process's user (root may write anywhere)."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
+def _root_key(root: Path) -> str:
+    """A folder name for ``root``'s cache inside a shared cache folder: readable and unique."""
+    resolved = root.resolve()
+    return f"{resolved.name or 'root'}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:10]}"
+
+
+def user_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifarlab"
+
+
+_announced: set[Path] = set()
+
+
+def cache_dir_for(source: str, root: Path, cache_dir: str | Path | None = None) -> Path:
+    """Where the decoded splits are cached: ``data.cache_dir`` when given, else next to the data,
+    else (the data folder is read-only) in the user's cache folder, which is said once."""
+    root = Path(root)
+    if cache_dir is not None:
+        folder = Path(cache_dir).expanduser() / _root_key(root)
+        if not _writable(folder):
+            raise CifarlabError(
+                f"data.cache_dir={cache_dir} is not writable, so the decoded images of {root} "
+                "cannot be cached there. Point data.cache_dir at a folder you may write to, or "
+                "leave it null to cache next to the data (or in ~/.cache/cifarlab when the data "
+                "folder is read-only)."
+            )
+        return folder
+    folder = _data_cache_dir(source, root)
+    if _writable(folder):
+        return folder
+    fallback = user_cache_dir() / _root_key(root)
+    if fallback not in _announced:
+        _announced.add(fallback)
+        log.warning(
+            "The data folder %s is read-only; caching its decoded images in %s instead "
+            "(set data.cache_dir to choose another folder).",
+            root,
+            fallback,
+        )
+    return fallback
+
+
+def cache_path(source: str, root: Path, split: str, cache_dir: str | Path | None = None) -> Path:
+    return cache_dir_for(source, root, cache_dir) / f"cifarlab-{split}-v{CACHE_VERSION}.pt"
+
+
+def _fingerprint(source: str, root: Path, split: str, classes: Sequence[str]) -> str:
+    """Changes whenever the files a cache was built from change (names, sizes, times)."""
+    digest = hashlib.sha1(f"{source}|{split}|{','.join(classes)}".encode())
+    if source == "cifar10":
+        for name in CIFAR10_BATCHES[split]:
+            st = (root / CIFAR10_DIR / name).stat()
+            digest.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    else:
+        lines = []
+        for entry, label in scan_folder(root, split, classes):
+            st = entry.stat()
+            lines.append(f"{label}|{entry.name}|{st.st_size}|{st.st_mtime_ns}")
+        digest.update("\n".join(lines).encode())
+    return digest.hexdigest()
+
+
+def _checksum(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A digest of the tensors themselves: torch.load does not notice flipped bytes in a file."""
+    digest = hashlib.sha1(images.contiguous().numpy().data)
+    digest.update(labels.contiguous().numpy().data)
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path, fingerprint: str) -> ImageSet | None:
+    """The cached split at ``path`` if it is there, readable and built from the same files."""
+    if not path.exists():
+        return None
+    try:
+        cached = torch.load(path, weights_only=True)
+        if cached["fingerprint"] == fingerprint and cached["checksum"] == _checksum(
+            cached["images"], cached["labels"]
+        ):
+            return ImageSet(cached["images"], cached["labels"], list(cached["classes"]))
+    except Exception:
+        pass
+    return None
+
+
+def _write_cache(path: Path, fingerprint: str, data: ImageSet) -> None:
+    """Saves ``data`` for the next run; a failure only costs decoding again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "fingerprint": fingerprint,
+            "checksum": _checksum(data.images, data.labels),
+            "images": data.images,
+            "labels": data.labels,
+            "classes": data.classes,
+        }
+        write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    except OSError as err:  # still trains; it just decodes again next time
+        log.warning("Could not write the data cache %s (%s); it is decoded anew.", path, err)
+
+
+def load_split(
+    source: str, root: str | Path, split: str, cache_dir: str | Path | None = None
+) -> ImageSet:
+    """The split as tensors, from the on-disk cache when it matches the files, else decoded anew.
+
+    A cache that is stale, truncated, corrupt or unreadable is rebuilt rather than trusted.
+    """
+    root = Path(root)
+    classes = source_classes(source, root)
+    fingerprint = _fingerprint(source, root, split, classes)
+    path = cache_path(source, root, split, cache_dir)
+    # a read-only data folder may come with its cache already built
+    for candidate in dict.fromkeys([path, _data_cache_dir(source, root) / path.name]):
+        cached = _read_cache(candidate, fingerprint)
+        if cached is not None:
+            return cached
+    data = read_source(source, root, split, classes)
+    _write_cache(path, fingerprint, data)
+    return data

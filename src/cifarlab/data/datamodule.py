@@ -1,0 +1,270 @@
+"""The LightningDataModule: a run's train/val/test splits and the batches Lightning asks for.
+
+It decides which images a run sees (the held-out validation split, a subset of classes, an order
+that mixes the classes) and hands out ``TensorBatches`` on the model's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from cifarlab.data.augment import (
+    AUGMENTATIONS,
+    FLIP_MODES,
+    NO_AUGMENT,
+    PAD_MODES,
+    Augment,
+    parse_augment,
+)
+from cifarlab.data.batches import GATHERS, NORMALIZATIONS, TensorBatches
+from cifarlab.data.cache import load_split
+from cifarlab.data.sources import SOURCES, ImageSet, ensure_cifar10, source_classes
+from cifarlab.errors import CifarlabError
+
+
+def class_mixed_order(labels: torch.Tensor) -> torch.Tensor:
+    """A fixed order that spreads every class evenly over the split (round robin when classes are
+    equally large), keeping each class's own order.
+
+    A folder is read class by class; served that way, the first batches of a split (all that
+    ``trainer.limit_val_batches`` scores) would hold one or two classes. Here every stretch of the
+    split holds each class in its share, to within one image.
+    """
+    counts = torch.bincount(labels)
+    by_class = torch.argsort(labels, stable=True)
+    first_of_class = torch.cumsum(counts, 0) - counts
+    place = torch.empty_like(labels)  # each image's position within its class
+    place[by_class] = torch.arange(len(labels)) - first_of_class[labels[by_class]]
+    share = (place.double() + 0.5) / counts[labels].double()
+    return torch.from_numpy(np.lexsort((labels.numpy(), share.numpy())))
+
+
+def _check_settings(
+    source: object, normalize: object, batch_size: object, eval_batch_size: object, val_size: object
+) -> None:
+    """Refuses a bad ``data.*`` value at construction, before any image is read, by its key."""
+    if source not in SOURCES:
+        raise CifarlabError(
+            f"data.source={source!r} is not known; use data.source=cifar10 (torchvision's "
+            "download) or data.source=folder data.root=PATH (train/<class>/*, test/<class>/*)."
+        )
+    if normalize not in NORMALIZATIONS:
+        raise CifarlabError(
+            f"data.normalize={normalize!r} is not known; use one of "
+            f"{', '.join(NORMALIZATIONS)} (CIFAR-10's per-channel statistics, or the "
+            "tutorial's 0.5)."
+        )
+    for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if not isinstance(value, int) or value <= 0:
+            raise CifarlabError(f"data.{name}={value!r} must be a positive integer.")
+    if not isinstance(val_size, int) or val_size < 0:
+        raise CifarlabError(f"data.val_size={val_size!r} must be a whole number >= 0.")
+
+
+def _check_augment_options(
+    crop_padding: object, pad_mode: object, flip_mode: object, gather: object, drop_last: object
+) -> None:
+    """``_check_settings`` for the keys that shape the training batches."""
+    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+        raise CifarlabError(
+            f"data.crop_padding={crop_padding!r} must be a whole number >= 0 (pixels added on "
+            "each side before a random crop; 4 is the usual CIFAR-10 choice)."
+        )
+    choices = (("pad_mode", pad_mode, PAD_MODES), ("flip_mode", flip_mode, FLIP_MODES))
+    for name, value, allowed in (*choices, ("gather", gather, GATHERS)):
+        if value not in allowed:
+            raise CifarlabError(
+                f"data.{name}={value!r} is not known; use one of {', '.join(allowed)}."
+            )
+    if pad_mode == "reflect" and crop_padding >= 32:
+        raise CifarlabError(
+            f"data.crop_padding={crop_padding} with data.pad_mode=reflect mirrors more than the "
+            "32-pixel image holds; use a padding below 32, or data.pad_mode=zeros."
+        )
+    if not isinstance(drop_last, bool):
+        raise CifarlabError(f"data.drop_last={drop_last!r} must be true or false.")
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 (or any folder of 32x32 RGB images per class) as whole-tensor batches.
+
+    The validation split is carved from the full training set by ``split_seed`` before any class
+    filter, so the same images are held out in every run and every subset of classes.
+    """
+
+    def __init__(
+        self,
+        source: str = "cifar10",
+        root: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        classes: Sequence[str] | None = None,
+        augment: bool | str = False,
+        normalize: str = "cifar10",
+        split_seed: int = 0,
+        seed: int = 0,
+        channels_last: bool = False,
+        drop_last: bool = True,
+        crop_padding: int = 4,
+        pad_mode: str = "zeros",
+        flip_mode: str = "random",
+        gather: str = "auto",
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_settings(source, normalize, batch_size, eval_batch_size, val_size)
+        _check_augment_options(crop_padding, pad_mode, flip_mode, gather, drop_last)
+        self.source, self.root = source, Path(root)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.split_seed, self.seed = val_size, split_seed, seed
+        self.augmentation = parse_augment(augment)  # the AUGMENTATIONS key
+        self.normalization = normalize  # the NORMALIZATIONS key; TensorBatches.normalize applies it
+        self.mean, self.std = NORMALIZATIONS[normalize]
+        self.channels_last = channels_last
+        self.drop_last, self.gather, self.cache_dir = drop_last, gather, cache_dir
+        crop, flip = AUGMENTATIONS[self.augmentation]
+        self.train_augment = Augment(crop, flip, crop_padding, pad_mode, flip_mode)
+        self.requested_classes = list(classes) if classes is not None else None
+        self.save_hyperparameters()
+        self.splits: dict[str, ImageSet] = {}
+        self._prepared: dict[str, ImageSet] = {}
+        self._on_device: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def all_classes(self) -> list[str]:
+        return source_classes(self.source, self.root)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes this run trains on, in label order (a subset keeps the source's order)."""
+        available = self.all_classes
+        if self.requested_classes is None:
+            return available
+        wanted = self.requested_classes
+        unknown = [c for c in wanted if c not in available]
+        if unknown:
+            raise CifarlabError(
+                f"data.classes names {unknown}, which the data does not have. Available classes: "
+                f"{', '.join(available)}."
+            )
+        duplicates = sorted({c for c in wanted if wanted.count(c) > 1})
+        if duplicates:
+            raise CifarlabError(f"data.classes lists {duplicates} more than once; name each once.")
+        if len(wanted) < 2:
+            raise CifarlabError(
+                f"data.classes={wanted} has {len(wanted)} class; a classifier needs at least 2, "
+                "e.g. data.classes=[airplane,bird]."
+            )
+        return [c for c in available if c in wanted]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def prepare_data(self) -> None:
+        if self.source == "cifar10":
+            ensure_cifar10(self.root)
+        for split in ("train", "test"):
+            self._prepared[split] = load_split(self.source, self.root, split, self.cache_dir)
+
+    def _take_split(self, split: str) -> ImageSet:
+        """The split prepare_data decoded in this process, handed over once so that the module
+        keeps no copy of the whole split after setup, else loaded from the cache (on the ranks that
+        did not prepare the data)."""
+        if split in self._prepared:
+            return self._prepared.pop(split)
+        return load_split(self.source, self.root, split, self.cache_dir)
+
+    def _subset(self, data: ImageSet, keep: torch.Tensor) -> ImageSet:
+        """Images ``keep`` of the run's classes, relabelled, in ``class_mixed_order``."""
+        names = self.class_names
+        remap = torch.full((len(data.classes),), -1, dtype=torch.int64)
+        for new, name in enumerate(names):
+            remap[data.classes.index(name)] = new
+        labels = remap[data.labels[keep]]
+        keep, labels = keep[labels >= 0], labels[labels >= 0]
+        mixed = class_mixed_order(labels)
+        return ImageSet(data.images[keep[mixed]], labels[mixed], names)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Makes the splits once. With nothing to validate (``data.val_size=0``) it sets
+        Lightning's own switch for no validation, ``limit_val_batches=0``, on the trainer (as
+        Lightning's tuner does): the evaluation loop then never asks for a validation loader.
+        Otherwise Lightning warns "Total length of `TensorBatches` across ranks is zero" for a
+        loader of no batches, "Total length of `list`" for an empty list (its ``_tree_flatten``
+        keeps ``[]`` as one loader), and "You defined a `validation_step` but have no
+        `val_dataloader`" when no loader is defined."""
+        if not self.splits:
+            self.splits = self._make_splits()
+        if self.trainer is not None and len(self.splits["val"].labels) == 0:
+            self.trainer.limit_val_batches = 0
+
+    def _make_splits(self) -> dict[str, ImageSet]:
+        """train and val carved from the training set by ``split_seed``, and test."""
+        train = self._take_split("train")
+        if self.val_size >= len(train.labels):
+            raise CifarlabError(
+                f"data.val_size={self.val_size} leaves no training images: the training set has "
+                f"{len(train.labels)} images. Choose data.val_size below that (default 5000)."
+            )
+        order = torch.randperm(
+            len(train.labels), generator=torch.Generator().manual_seed(self.split_seed)
+        )
+        n_train = len(order) - self.val_size
+        test = self._take_split("test")
+        return {
+            "train": self._subset(train, order[:n_train].sort().values),
+            "val": self._subset(train, order[n_train:].sort().values),
+            "test": self._subset(test, torch.arange(len(test.labels))),
+        }
+
+    def normalized_train_images(self, n: int) -> torch.Tensor:
+        """The first ``n`` training images as normalized float, for layers computed from data."""
+        images = self.splits["train"].images[:n].float() / 255.0
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+    def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split on the model's device, moved there once rather than batch by batch."""
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        key = (split, str(device))
+        if key not in self._on_device:
+            data = self.splits[split]
+            self._on_device[key] = (data.images.to(device), data.labels.to(device))
+        return self._on_device[key]
+
+    def _batches(self, split: str, batch_size: int, train: bool) -> TensorBatches:
+        images, labels = self._tensors(split)
+        trainer = self.trainer
+        return TensorBatches(
+            images,
+            labels,
+            batch_size,
+            self.mean,
+            self.std,
+            shuffle=train,
+            augment=self.train_augment if train else NO_AUGMENT,
+            seed=self.seed,
+            epoch=(lambda: trainer.current_epoch) if trainer else (lambda: 0),
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            drop_last=self.drop_last and train,
+            gather=self.gather,
+            channels_last=self.channels_last,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", self.batch_size, train=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size, train=False)

@@ -1,0 +1,163 @@
+"""Reading the two sources into tensors: torchvision's CIFAR-10 pickles and folders of images.
+
+Nothing here caches: ``cifarlab.data.cache`` decides when a source has to be read again.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+from cifarlab.errors import CifarlabError
+from cifarlab.utils import usable_cpus
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+SOURCES = ("cifar10", "folder")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR10_DIR = "cifar-10-batches-py"
+
+
+@dataclass
+class ImageSet:
+    """One split: images ``(N, 3, 32, 32)`` uint8, labels ``(N,)`` int64 indexing ``classes``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+
+def folder_classes(root: Path) -> list[str]:
+    train = root / "train"
+    if not train.is_dir():
+        raise CifarlabError(
+            f"data.source=folder expects a folder {train} with one subfolder of images per class "
+            f"(and {root / 'test'} alike), but {train} does not exist. Point data.root at a folder "
+            "shaped like train/<class>/*.jpg and test/<class>/*.jpg, e.g. the unpacked "
+            "cifar10-jpg/ archive."
+        )
+    classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise CifarlabError(f"{train} holds no class subfolders; expected train/<class>/<images>.")
+    return classes
+
+
+def source_classes(source: str, root: Path) -> list[str]:
+    """Class names of a source, in label order, without reading any image."""
+    return list(CIFAR10_CLASSES) if source == "cifar10" else folder_classes(root)
+
+
+def scan_folder(root: Path, split: str, classes: Sequence[str]) -> list[tuple[os.DirEntry, int]]:
+    """The image files of a split with their labels, sorted by name within each class.
+
+    ``os.scandir`` rather than ``pathlib``: 60,000 files are listed and stat-ed on every start to
+    check the cache, and that must take a fraction of a second.
+    """
+    files: list[tuple[os.DirEntry, int]] = []
+    for label, name in enumerate(classes):
+        class_dir = root / split / name
+        if not class_dir.is_dir():
+            raise CifarlabError(
+                f"Class folder {class_dir} is missing: every class found in {root / 'train'} "
+                f"({', '.join(classes)}) needs a folder of images in {root / split} too."
+            )
+        with os.scandir(class_dir) as entries:
+            images = [
+                e
+                for e in entries
+                if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
+            ]
+        files.extend((e, label) for e in sorted(images, key=lambda e: e.name))
+    if not files:
+        raise CifarlabError(
+            f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root / split}/<class>/. "
+            "Check data.root."
+        )
+    return files
+
+
+def _decode_one(path: Path) -> torch.Tensor:
+    try:
+        image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
+    except (RuntimeError, OSError, ValueError) as err:
+        raise CifarlabError(
+            f"Cannot decode image {path} ({err}). Remove or replace the file."
+        ) from None
+    if tuple(image.shape) != (3, 32, 32):
+        raise CifarlabError(
+            f"Image {path} has shape {tuple(image.shape)} (channels, height, width), but every "
+            "image must be a 32x32 RGB image (3, 32, 32). Convert or remove it."
+        )
+    return image
+
+
+def read_folder(root: Path, split: str, classes: Sequence[str]) -> ImageSet:
+    """Every image of a folder split, decoded on all usable cores."""
+    files = [(Path(e.path), label) for e, label in scan_folder(root, split, classes)]
+    with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
+        images = list(pool.map(_decode_one, (p for p, _ in files), chunksize=256))
+    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+    return ImageSet(torch.stack(images), labels, list(classes))
+
+
+def read_cifar10(root: Path, split: str) -> ImageSet:
+    """Reads torchvision's on-disk CIFAR-10 (python pickles) without its md5 check of every load."""
+    data, labels = [], []
+    for name in CIFAR10_BATCHES[split]:
+        with open(root / CIFAR10_DIR / name, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry["labels"])
+    return ImageSet(
+        torch.from_numpy(np.concatenate(data)),
+        torch.tensor(labels, dtype=torch.int64),
+        list(CIFAR10_CLASSES),
+    )
+
+
+def read_source(source: str, root: Path, split: str, classes: Sequence[str]) -> ImageSet:
+    """A split decoded from its files (``classes`` as ``source_classes`` gives them)."""
+    return read_cifar10(root, split) if source == "cifar10" else read_folder(root, split, classes)
+
+
+def ensure_cifar10(root: Path) -> None:
+    """Downloads torchvision's CIFAR-10 into ``root`` unless its files are already there."""
+    missing = [
+        n
+        for names in CIFAR10_BATCHES.values()
+        for n in names
+        if not (root / CIFAR10_DIR / n).is_file()
+    ]
+    if not missing:
+        return
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(str(root), train=True, download=True)
+    except Exception as err:
+        raise CifarlabError(
+            f"CIFAR-10 is not in {root / CIFAR10_DIR} (missing {', '.join(missing)}) and the "
+            f"download failed ({type(err).__name__}: {err}). Either run once with network access, "
+            "or put the extracted cifar-10-python.tar.gz (from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html) into {root}, or use images on disk "
+            "with data.source=folder data.root=PATH (train/<class>/*.jpg, test/<class>/*.jpg)."
+        ) from None

@@ -1,0 +1,78 @@
+"""cifarlab.data.cache: the decoded splits on disk, where they go and when they are rebuilt."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import cifarlab.data.cache as cache
+from cifarlab.data import cache_path, class_mixed_order, load_split
+from cifarlab.errors import CifarlabError
+
+from .conftest import make_folder
+from .data_helpers import datamodule
+
+
+def test_read_only_data_folder_gets_its_cache_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tests run as root, whom chmod does not stop, so a read-only folder is simulated where
+    cifarlab asks (``os.access``, through ``cache._writable``)."""
+    root = make_folder(tmp_path / "d", n_train=3, n_test=2)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    writable = cache._writable
+    monkeypatch.setattr(cache, "_writable", lambda f: root not in f.parents and writable(f))
+    with caplog.at_level("WARNING", logger="cifarlab"):
+        first = load_split("folder", root, "test")
+    assert not (root / ".cifarlab-cache").exists()
+    [cached] = (tmp_path / "home" / "cifarlab").glob("*/cifarlab-test-v*.pt")
+    assert "read-only" in caplog.text and str(cached.parent) in caplog.text
+    with monkeypatch.context() as patch:
+        patch.setattr(cache, "read_source", lambda *a: pytest.fail("decoded again"))
+        assert torch.equal(load_split("folder", root, "test").images, first.images)
+
+    dm = datamodule(root, val_size=2, cache_dir=str(tmp_path / "chosen"))
+    assert len(list((tmp_path / "chosen").glob("*/cifarlab-train-v*.pt"))) == 1
+    assert torch.equal(dm.splits["test"].images, first.images[class_mixed_order(first.labels)])
+    monkeypatch.setattr(cache, "_writable", lambda f: False)
+    with pytest.raises(CifarlabError, match=r"data.cache_dir=.*not writable"):
+        load_split("folder", root, "test", cache_dir=tmp_path / "locked")
+
+
+def test_a_read_only_data_folder_with_a_built_cache_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_folder(tmp_path / "d", n_train=3, n_test=2)
+    first = load_split("folder", root, "test")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cache, "_writable", lambda f: False)
+    monkeypatch.setattr(cache, "read_source", lambda *a: pytest.fail("decoded again"))
+    assert torch.equal(load_split("folder", root, "test").images, first.images)
+
+
+def test_cache_is_reused_and_rebuilt_when_files_change(tmp_path: Path, monkeypatch) -> None:
+    root = make_folder(tmp_path / "d", n_train=5, n_test=3)
+    first = load_split("folder", root, "test")
+    assert cache_path("folder", root, "test").is_file()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although the cache is valid")
+
+    monkeypatch.setattr(cache, "read_source", no_decoding)
+    assert torch.equal(load_split("folder", root, "test").images, first.images)
+    monkeypatch.undo()
+
+    extra = root / "test" / "cat" / "0099.png"
+    extra.write_bytes((root / "test" / "bird" / "0000.png").read_bytes())
+    grown = load_split("folder", root, "test")
+    assert len(grown.labels) == len(first.labels) + 1
+
+
+def test_truncated_cache_is_rebuilt(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", n_train=5, n_test=3)
+    good = load_split("folder", root, "test")
+    path = cache_path("folder", root, "test")
+    path.write_bytes(path.read_bytes()[:100])
+    again = load_split("folder", root, "test")
+    assert torch.equal(again.images, good.images)
+    assert torch.load(path, weights_only=True)["images"].shape == good.images.shape

@@ -3,7 +3,8 @@ and early stopping with the reason a run stopped.
 
 Each piece is a Lightning callback listed in conf/callbacks/default.yaml, so a run can switch one
 off (``callbacks.image_grids=null``). They write only through the run's TensorBoardLogger and do
-nothing without one. Everything is written by global rank 0, after metrics are reduced.
+nothing without one. Everything is written by global rank 0, after metrics are reduced. The
+figures are cifarlab.figures', the same functions the run report draws with.
 """
 
 from __future__ import annotations

@@ -225,6 +225,29 @@ def _print_table(rows: list[dict[str, Any]], show: int) -> None:
         )
 
 
+def pick_device(device: str) -> torch.device:
+    """``auto`` is CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CifarlabError(
+            f"device={device!r} is not a device torch knows; use auto, cpu, cuda, cuda:1 or mps."
+        ) from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise CifarlabError(f"device={device} needs a CUDA GPU, which this machine lacks; use cpu.")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise CifarlabError(
+            f"device={device} needs Apple's MPS, which this machine lacks; use cpu."
+        )
+    return chosen
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predicts every file ``input`` names; returns the summary written to predictions.json."""
     for key in ("batch_size", "top_k"):
@@ -267,26 +290,3 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         + f"; predictions.csv and predictions.json are in {output_dir}"
     )
     return summary
-
-
-def pick_device(device: str) -> torch.device:
-    """``auto`` is CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CifarlabError(
-            f"device={device!r} is not a device torch knows; use auto, cpu, cuda, cuda:1 or mps."
-        ) from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise CifarlabError(f"device={device} needs a CUDA GPU, which this machine lacks; use cpu.")
-    if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise CifarlabError(
-            f"device={device} needs Apple's MPS, which this machine lacks; use cpu."
-        )
-    return chosen

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from hydra.utils import get_object
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.data import DataLoader, TensorDataset
@@ -203,3 +204,22 @@ def test_hparams_go_through_the_writers_public_file_writer(tmp_path: Path) -> No
     ).session_start_info
     assert start.hparams["lr"].number_value == 0.1 and start.hparams["max_epochs"].number_value == 2
     assert "val/acc" in acc.Tags()["scalars"]
+
+
+# the cifarlab _target_s in the run config that every checkpoint written so far stores; resuming
+# one instantiates them from that config, so they must keep resolving wherever the code moves
+STORED_TARGETS = (
+    "cifarlab.callbacks.early_stopping",
+    "cifarlab.callbacks.ClassFigures",
+    "cifarlab.callbacks.ImageGrids",
+    "cifarlab.callbacks.HParamsLogger",
+    "cifarlab.callbacks.tensorboard_logger",
+    "cifarlab.curves.EpochCurves",
+    "cifarlab.console.ProgressBar",
+    "cifarlab.console.NetSummary",
+)
+
+
+def test_targets_stored_in_earlier_checkpoints_still_resolve() -> None:
+    for target in STORED_TARGETS:
+        assert callable(get_object(target)), target

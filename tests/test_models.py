@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cifarlab.errors import CifarlabError
-from cifarlab.models import MODELS, build_model
+from cifarlab.models import MODELS, build_from_config, build_model
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -71,6 +71,15 @@ def test_output_shape_and_parameter_count(name: str, width: int, classes: int) -
     assert n_params(model) == expected_params(name, width, classes)
 
 
+def test_each_model_lives_in_the_file_of_its_config_name() -> None:
+    """conf/model/<name>.yaml, MODELS[name] and cifarlab/models/<name>.py mirror each other."""
+    conf = Path(__file__).resolve().parents[1] / "conf" / "model"
+    assert sorted(p.stem for p in conf.glob("*.yaml")) == sorted(MODELS)
+    assert {name: cls.__module__ for name, cls in MODELS.items()} == {
+        name: f"cifarlab.models.{name}" for name in MODELS
+    }
+
+
 def test_state_dict_names_are_those_of_earlier_checkpoints() -> None:
     """Checkpoints store weights by these names (``net.`` + name); a model whose names or shapes
     change no longer loads them. tests/data/state_dict_keys.json was written by the models of
@@ -100,3 +109,13 @@ def test_bad_model_settings_are_named(name: str, width: int, needle: str) -> Non
     with pytest.raises(CifarlabError, match=needle) as info:
         build_model(name, 10, width)
     assert str(width) in str(info.value) or name in str(info.value)
+
+
+def test_a_model_config_node_builds_its_net_with_its_options() -> None:
+    node = {"name": "bn_cnn", "width": 8, "compile": True, "batchnorm": False, "dropout": 0.5}
+    net = build_from_config(node, 3)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert net.classifier[2].p == 0.5
+    with pytest.raises(CifarlabError, match="model=lenet does not take"):
+        build_from_config({"name": "lenet", "width": 6, "depth": 18}, 10)

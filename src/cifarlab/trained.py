@@ -17,11 +17,8 @@ from torch import nn
 
 from cifarlab.data import NORMALIZATIONS
 from cifarlab.errors import CifarlabError
-from cifarlab.models import build_model
+from cifarlab.models import build_from_config
 from cifarlab.reliability import load_checkpoint
-
-# model config keys that change how the net runs (or is named), not what it is
-RUN_OPTIONS = ("name", "width", "compile")
 
 
 @dataclass
@@ -48,8 +45,7 @@ def load_network(ckpt_path: str | None, purpose: str) -> Network:
     hparams = ckpt["hyper_parameters"]
     model = dict(hparams["model"])
     class_names = list(hparams["class_names"])
-    options = {k: v for k, v in model.items() if k not in RUN_OPTIONS}
-    net = build_model(model["name"], len(class_names), model["width"], **options)
+    net = build_from_config(model, len(class_names))
     weights = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)

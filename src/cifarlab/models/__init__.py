@@ -8,7 +8,8 @@ option checks are ``cifarlab.checks.check_model``'s, which train.py runs before 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -21,6 +22,8 @@ from cifarlab.models.lenet import LeNet
 from cifarlab.models.resnet import ResNet
 
 INPUT_SIZE = 32  # every cifarlab network takes (N, 3, 32, 32)
+# model config keys that say which net and how it runs, not options of the net's class
+RUN_KEYS = ("name", "width", "compile")
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet": LeNet,
@@ -38,3 +41,10 @@ def build_model(name: str, num_classes: int, width: int, **options: object) -> n
         return MODELS[name](num_classes=num_classes, width=width, **options)
     except TypeError as err:
         raise CifarlabError(f"model={name} does not take these options: {err}.") from None
+
+
+def build_from_config(model: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """Builds the net a ``model`` config node describes (conf/model/<name>.yaml, as a run or a
+    checkpoint's hyperparameters hold it): its other keys are options of the net's class."""
+    options = {k: v for k, v in model.items() if k not in RUN_KEYS}
+    return build_model(model["name"], num_classes, model["width"], **options)

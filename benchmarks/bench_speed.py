@@ -38,7 +38,7 @@ from torchvision import transforms
 from torchvision.datasets import CIFAR10
 
 from cifarlab.data import NORMALIZATIONS, CIFAR10DataModule, cache_path, load_split
-from cifarlab.models import LeNet
+from cifarlab.models.lenet import LeNet
 from cifarlab.run import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,8 @@
 """Every option of every config group composes and builds the object it names."""
 
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -23,12 +25,38 @@ def test_every_model_config_names_a_registered_model() -> None:
     assert options("model") == sorted(MODELS)
 
 
+STEPS = 20  # the schedule's length in optimizer steps
+
+
+def expected_factor(scheduler: dict, step: int) -> float:
+    """The lr at ``step`` as a fraction of the configured one, as conf/scheduler/*.yaml describe
+    each schedule (worked out here, not by the code under test)."""
+    t = step / STEPS
+    if scheduler["name"] == "none":
+        return 1.0
+    if scheduler["name"] == "cosine":  # warmup_pct 0: cosine from 1 down to 0
+        return 0.5 * (1 + math.cos(math.pi * t))
+    if scheduler["name"] == "triangular":
+        start, peak, end = scheduler["start"], scheduler["peak_pct"], scheduler["end"]
+        if t < peak:
+            return start + (1 - start) * t / peak
+        return 1 + (end - 1) * (t - peak) / (1 - peak)
+    # onecycle (torch's defaults): from 1/25 up to 1 at pct_start, then down to 1/25/1e4
+    top = scheduler["pct_start"] * STEPS - 1
+    low, last = 1 / 25, 1 / 25 / 1e4
+    if step <= top:
+        return low + (1 - low) * step / top
+    return 1 + (last - 1) * (step - top) / (STEPS - 1 - top)
+
+
 @pytest.mark.parametrize("model", options("model"))
 @pytest.mark.parametrize("optimizer", options("optimizer"))
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_model_optimizer_scheduler_compose_and_build(
     model: str, optimizer: str, scheduler: str
 ) -> None:
+    """Each combination builds, its optimizer trains the net, and its schedule moves the lr of
+    every parameter group as the scheduler's config says."""
     cfg = compose_config(
         "train",
         [
@@ -47,7 +75,31 @@ def test_model_optimizer_scheduler_compose_and_build(
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler),
     )
-    assert module.net(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 3)
+    x = torch.randn(2, 3, 32, 32)
+    assert module.net(x).shape == (2, 3)
+    # configure_optimizers reads the schedule's length from the trainer, and nothing else
+    module.trainer = SimpleNamespace(estimated_stepping_batches=STEPS)  # type: ignore[assignment]
+    configured = module.configure_optimizers()
+    if scheduler == "none":
+        optim, schedule = configured, None
+    else:
+        optim, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+        assert configured["lr_scheduler"]["interval"] == "step"
+    base = [
+        group.get("max_lr", group.get("initial_lr", group["lr"])) for group in optim.param_groups
+    ]
+    assert base[0] == pytest.approx(0.05)
+    before = [p.detach().clone() for p in module.net.parameters()]
+    torch.nn.functional.cross_entropy(module.net(x), torch.tensor([0, 1])).backward()
+    for step in range(STEPS):
+        for group, lr in zip(optim.param_groups, base, strict=True):
+            assert group["lr"] == pytest.approx(lr * expected_factor(plain(cfg.scheduler), step))
+        optim.step()
+        optim.zero_grad(set_to_none=True)  # later steps move only the schedule
+        if schedule is not None and step < STEPS - 1:
+            schedule.step()
+    after = list(module.net.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)), "no training"
 
 
 @pytest.mark.parametrize("preset", options("trainer"))

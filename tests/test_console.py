@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cifarlab.console import ProgressBar, net_summary
-from cifarlab.models import LeNet
+from cifarlab.models.lenet import LeNet
 from cifarlab.run import train
 
 from .conftest import compose_config, quick_overrides

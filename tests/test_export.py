@@ -15,7 +15,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.export import check_batch, export
 from cifarlab.models import build_model
 from cifarlab.module import ClassifierModule
-from cifarlab.network import load_network
+from cifarlab.trained import load_network
 
 from .conftest import compose_config
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from cifarlab.checks import check_optimizer
 from cifarlab.errors import CifarlabError
-from cifarlab.fastnet import FastNet
+from cifarlab.models.fastnet import FastNet
 from cifarlab.module import param_groups
 from cifarlab.muon import MuonSGD, orthogonalize
 from cifarlab.run import train

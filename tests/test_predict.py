@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cifarlab.errors import CifarlabError
-from cifarlab.predict import load_image, predict
+from cifarlab.predict import load_image, pick_device, predict
 
 from .conftest import FOLDER_CLASSES, compose_config, run_script
 
@@ -93,3 +94,16 @@ def test_unreadable_file_is_named_others_still_predicted(
     saved = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert [Path(r["file"]).name for r in saved["predictions"]] == ["big.png"]
     assert len(saved["failed"]) == 1
+
+
+def test_pick_device_names_devices_this_machine_lacks() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert pick_device("auto").type == expected
+    with pytest.raises(CifarlabError, match="device='gpu0' is not a device torch knows"):
+        pick_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(CifarlabError, match="device=cuda:1 needs a CUDA GPU"):
+            pick_device("cuda:1")

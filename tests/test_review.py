@@ -1,4 +1,6 @@
-"""What a run writes for review in TensorBoard, and how a sweep's summary reports its jobs."""
+"""How a sweep reports its jobs: records, failure isolation, summary.csv/.md, launchers, Optuna.
+
+(What a run writes for TensorBoard is tested in test_callbacks.py.)"""
 
 from __future__ import annotations
 
@@ -11,135 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from cifarlab.callbacks import HPARAMS_KEYS, image_grid_figure, mark_differing, run_hparams
 from cifarlab.errors import CifarlabError
-from cifarlab.run import train
 from cifarlab.sweep import SweepCallback, collect, job_name, write_summary
 from cifarlab.utils import run_entry
 
-from .conftest import CONF_DIR, FOLDER_CLASSES, compose_config, quick_overrides
-
-
-def events(log_dir: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(
-        str(log_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0}
-    )
-    accumulator.Reload()
-    return accumulator
-
-
-@pytest.fixture(scope="module")
-def trained_run(folder_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("review_run")
-    cfg = compose_config(
-        "train", [*quick_overrides(folder_root, out), "model=bn_cnn", "model.width=8"]
-    )
-    train(cfg)
-    return out
-
-
-def test_run_logs_scalars_figures_and_image_grids(trained_run: Path) -> None:
-    acc = events(trained_run / "tensorboard")
-    scalars = set(acc.Tags()["scalars"])
-    for stage in ("val", "test"):
-        assert {f"{stage}/acc_class/{c}" for c in FOLDER_CLASSES} <= scalars
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc"} <= scalars
-    assert any(tag.startswith("lr-") for tag in scalars)
-    assert "hp_metric" not in scalars
-    images = acc.Tags()["images"]
-    expected = {
-        "train/samples",
-        "val/confusion_matrix",
-        "val/per_class_accuracy",
-        "test/confusion_matrix",
-        "test/per_class_accuracy",
-        "test/predictions",
-    }
-    assert expected <= set(images)
-    # validation figures at each of the 2 epochs, each a real PNG of some size
-    assert len(acc.Images("val/confusion_matrix")) == 2
-    for tag in expected:
-        image = acc.Images(tag)[-1]
-        assert image.encoded_image_string.startswith(b"\x89PNG") and image.width > 200
-
-
-def test_per_class_curves_share_one_chart_in_custom_scalars(trained_run: Path) -> None:
-    from tensorboard.plugins.custom_scalar import layout_pb2
-
-    acc = events(trained_run / "tensorboard")
-    assert "custom_scalars__config__" in acc.PluginTagToContent("custom_scalars")
-    raw = acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
-    layout = layout_pb2.Layout.FromString(raw)
-    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
-    assert charts["val"] == [r"^val/acc_class/"] and charts["test"] == [r"^test/acc_class/"]
-
-
-def test_hparams_session_holds_typed_hparams_and_final_metrics(trained_run: Path) -> None:
-    acc = events(trained_run / "tensorboard")
-    content = acc.PluginTagToContent("hparams")
-    start = plugin_data_pb2.HParamsPluginData.FromString(
-        content["_hparams_/session_start_info"]
-    ).session_start_info
-    hparams = {k: v.WhichOneof("kind") for k, v in start.hparams.items()}
-    assert hparams["lr"] == hparams["width"] == hparams["seed"] == "number_value"
-    assert hparams["model"] == hparams["optimizer"] == hparams["classes"] == "string_value"
-    assert start.hparams["model"].string_value == "bn_cnn"
-    assert start.hparams["width"].number_value == 8
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        content["_hparams_/experiment"]
-    ).experiment
-    metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert {"val/acc_best", "test/acc"} <= metric_tags
-    scalars = set(acc.Tags()["scalars"])
-    assert metric_tags <= scalars, "every HParams metric column must have a logged value"
-
-
-HPARAMS_EXAMPLE = {
-    "model": {"name": "lenet", "width": 6},
-    "optimizer": {"name": "sgd", "lr": 1},
-    "class_names": ["cat", "dog"],
-    "data": {"batch_size": 16, "seed": 3, "classes": ["cat", "dog"], "augment": True},
-}
-
-
-def test_hparams_keep_one_type_per_column() -> None:
-    base = json.loads(json.dumps(HPARAMS_EXAMPLE))
-    columns = run_hparams(base, None)
-    assert isinstance(columns["lr"], float) and columns["lr"] == 1.0
-    assert columns["classes"] == "cat,dog" and columns["augment"] == "True"
-    assert columns["max_epochs"] == -1 and columns["scheduler"] == "none"
-    base["data"]["classes"] = None
-    assert run_hparams(base, 5)["classes"] == "all 2"
-
-
-def test_swept_columns_are_marked_as_differing() -> None:
-    experiment, _, _ = hparams_summary({"lr": 0.1, "width": 8, "model": "x"}, {"test/acc": 0.0})
-    mark_differing(experiment, {"lr", "width"})
-    content = experiment.value[0].metadata.plugin_data.content
-    infos = plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos
-    assert {i.name: i.differs for i in infos} == {"lr": True, "width": True, "model": False}
-    assert set(HPARAMS_KEYS) == set(run_hparams(HPARAMS_EXAMPLE, 1))
-
-
-def test_prediction_grid_marks_wrong_predictions_red() -> None:
-    images = torch.rand(3, 32, 32, 3)
-    fig = image_grid_figure(
-        images, ["cat", "dog"], torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
-    )
-    titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes]
-    assert titles[0] == ("GT cat\nPred cat", "tab:green")
-    assert titles[1] == ("GT dog\nPred cat", "tab:red")
-    assert titles[2][1] == "tab:green"
+from .conftest import CONF_DIR, FOLDER_CLASSES, quick_overrides
 
 
 def fake_job(sweep: Path, num: int, name: str, metrics: dict | None, record: dict | None) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 
+from cifarlab.figures import curves_figure, save_png
 from cifarlab.utils import write_atomic
 
 COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr")
@@ -32,32 +33,6 @@ def read_history(path: Path) -> dict[int, dict[str, float]]:
         int(row["epoch"]): {k: float(row[k]) if row.get(k) else math.nan for k in COLUMNS[1:]}
         for row in rows
     }
-
-
-def plot_curves(path: Path, history: dict[int, dict[str, float]], title: str) -> None:
-    """Loss and accuracy per epoch, train and validation on the same axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = sorted(history)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
-    for ax, metric in zip(axes, ("loss", "acc"), strict=True):
-        for stage, style in (("train", "-o"), ("val", "-s")):
-            values = [history[e][f"{stage}/{metric}"] for e in epochs]
-            if metric == "acc":
-                values = [100 * v for v in values]
-            ax.plot(epochs, values, style, markersize=3, label=stage)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("accuracy %" if metric == "acc" else "cross-entropy loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
 
 
 class EpochCurves(L.Callback):
@@ -110,7 +85,7 @@ class EpochCurves(L.Callback):
             )
         write_atomic(self.dirpath / HISTORY, lambda tmp: tmp.write_text(buffer.getvalue()))
         name = getattr(pl_module, "hparams", {}).get("model", {}).get("name", "model")
-        plot_curves(self.dirpath / CURVES, self._history, f"{name}: per-epoch curves")
+        save_png(curves_figure(self._history, f"{name}: per-epoch curves"), self.dirpath / CURVES)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._history is None or trainer.current_epoch not in self._history:

@@ -26,7 +26,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from cifarlab.errors import CifarlabError
-from cifarlab.network import INPUT_SIZE, Network, load_network
+from cifarlab.models import INPUT_SIZE
+from cifarlab.trained import Network, load_network
 from cifarlab.utils import write_atomic, write_json
 
 FORMATS = {"state_dict": ".pth", "torchscript": ".pt", "onnx": ".onnx"}

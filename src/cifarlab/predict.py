@@ -26,8 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cifarlab.errors import CifarlabError
-from cifarlab.network import INPUT_SIZE, Network, load_network, pick_device
+from cifarlab.models import INPUT_SIZE
 from cifarlab.report import print_accuracy_table
+from cifarlab.trained import Network, load_network
 from cifarlab.utils import plain, write_atomic, write_json
 
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
@@ -222,6 +223,29 @@ def _print_table(rows: list[dict[str, Any]], show: int) -> None:
         console.print(
             f"... and {len(rows) - show} more (all in predictions.csv; show=N prints more)"
         )
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` is CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CifarlabError(
+            f"device={device!r} is not a device torch knows; use auto, cpu, cuda, cuda:1 or mps."
+        ) from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise CifarlabError(f"device={device} needs a CUDA GPU, which this machine lacks; use cpu.")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise CifarlabError(
+            f"device={device} needs Apple's MPS, which this machine lacks; use cpu."
+        )
+    return chosen
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:

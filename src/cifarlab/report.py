@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cifarlab.utils import write_atomic
+from cifarlab.figures import per_class_figure, save_png
 
 
 def per_class_from(
@@ -38,20 +38,5 @@ def print_accuracy_table(title: str, overall: float, per_class: Mapping[str, flo
 
 
 def plot_per_class(path: Path, title: str, per_class: Mapping[str, float | None]) -> None:
-    """Writes a bar chart of per-class accuracy next to the run's other outputs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(per_class)), 3.2), layout="constrained")
-    names, values = list(per_class), [100 * (v or 0.0) for v in per_class.values()]
-    bars = ax.bar(names, values, color="tab:blue")
-    labels = ["-" if v is None else f"{100 * v:.0f}" for v in per_class.values()]
-    ax.bar_label(bars, labels=labels, fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("accuracy %")
-    ax.set_title(title)
-    ax.tick_params(axis="x", labelrotation=45)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    """Writes the per-class bar chart (the one TensorBoard shows) next to the run's outputs."""
+    save_png(per_class_figure(per_class, title), path)

@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import plain, write_atomic, write_json
+from cifarlab.figures import save_png
+from cifarlab.utils import plain, write_json
 
 TUNERS = ("lr_find",)
 
@@ -49,7 +50,7 @@ def find_lr(
         raise CifarlabError("The lr finder did not run (trainer.fast_dev_run is set?).")
     suggestion = finder.suggestion()
     fig = finder.plot(suggest=suggestion is not None)
-    write_atomic(output_dir / "lr_find.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    save_png(fig, output_dir / "lr_find.png")
     result = {
         "suggested_lr": suggestion,
         "override": f"optimizer.lr={suggestion:.3g}" if suggestion else None,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab.data import CIFAR10DataModule
-from cifarlab.fastnet import FastNet, whitening_filters
+from cifarlab.models.fastnet import FastNet, whitening_filters
 from cifarlab.module import ClassifierModule
 from cifarlab.run import train
 

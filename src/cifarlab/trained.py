@@ -1,4 +1,5 @@
-"""The bare network inside a checkpoint, with what it takes to feed it (predict.py, export.py).
+"""A trained network out of a train.py checkpoint, with what it takes to feed it (predict.py,
+export.py).
 
 A checkpoint holds the whole ``ClassifierModule``; people who use a trained model want the
 ``nn.Module`` alone, its class names and the normalization its inputs need. Everything is rebuilt
@@ -16,12 +17,8 @@ from torch import nn
 
 from cifarlab.data import NORMALIZATIONS
 from cifarlab.errors import CifarlabError
-from cifarlab.models import build_model
+from cifarlab.models import build_from_config
 from cifarlab.reliability import load_checkpoint
-
-INPUT_SIZE = 32  # every cifarlab network takes (N, 3, 32, 32)
-# model config keys that change how the net runs (or is named), not what it is
-RUN_OPTIONS = ("name", "width", "compile")
 
 
 @dataclass
@@ -48,8 +45,7 @@ def load_network(ckpt_path: str | None, purpose: str) -> Network:
     hparams = ckpt["hyper_parameters"]
     model = dict(hparams["model"])
     class_names = list(hparams["class_names"])
-    options = {k: v for k, v in model.items() if k not in RUN_OPTIONS}
-    net = build_model(model["name"], len(class_names), model["width"], **options)
+    net = build_from_config(model, len(class_names))
     weights = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)
@@ -62,26 +58,3 @@ def load_network(ckpt_path: str | None, purpose: str) -> Network:
     normalize = (hparams.get("data") or {}).get("normalize", "cifar10")
     mean, std = NORMALIZATIONS[normalize]
     return Network(net.eval(), model, class_names, mean, std, normalize)
-
-
-def pick_device(device: str) -> torch.device:
-    """``auto`` is CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CifarlabError(
-            f"device={device!r} is not a device torch knows; use auto, cpu, cuda, cuda:1 or mps."
-        ) from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise CifarlabError(f"device={device} needs a CUDA GPU, which this machine lacks; use cpu.")
-    if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise CifarlabError(
-            f"device={device} needs Apple's MPS, which this machine lacks; use cpu."
-        )
-    return chosen

@@ -1,0 +1,147 @@
+"""Every figure cifarlab draws, in one place, so TensorBoard and the run directory show the same.
+
+Each ``*_figure`` function returns a matplotlib Figure: the TensorBoard callbacks
+(cifarlab.callbacks) pass it to ``add_figure``, and ``save_png`` writes it into the run directory
+(cifarlab.report, cifarlab.curves, cifarlab.tune). matplotlib is imported on first use with the
+Agg backend, so no display is needed and importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cifarlab.utils import write_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files and TensorBoard images, no window)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Writes ``fig`` to ``path`` atomically (a reader never sees half a PNG), then frees it."""
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    pyplot().close(fig)
+
+
+def per_class_accuracy(matrix: torch.Tensor, class_names: Sequence[str]) -> dict[str, float | None]:
+    """Accuracy per class from a confusion matrix (rows: true class); None for a class with no
+    images, whose accuracy is unknown rather than 0."""
+    counts = matrix.double()
+    support = counts.sum(dim=1)
+    acc = counts.diagonal() / support.clamp(min=1)
+    return {
+        name: float(a) if n > 0 else None
+        for name, a, n in zip(class_names, acc.tolist(), support.tolist(), strict=True)
+    }
+
+
+def per_class_figure(per_class: Mapping[str, float | None], title: str) -> Figure:
+    """Bar chart of per-class accuracy (fractions, shown in %); a class with no images ("-" on
+    its bar) has a bar of height 0."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(per_class)), 3.2), layout="constrained")
+    names, values = list(per_class), [100 * (v or 0.0) for v in per_class.values()]
+    bars = ax.bar(names, values, color="tab:blue")
+    labels = ["-" if v is None else f"{100 * v:.0f}" for v in per_class.values()]
+    ax.bar_label(bars, labels=labels, fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("accuracy %")
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=45)
+    return fig
+
+
+def confusion_figure(matrix: torch.Tensor, class_names: Sequence[str], title: str) -> Figure:
+    """Row-normalized confusion matrix (rows: true class), each cell annotated when it fits."""
+    plt = pyplot()
+    counts = matrix.double()
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    n = len(class_names)
+    size = max(4.0, 0.55 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85), layout="constrained")
+    shown = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                value = rates[i, j].item()
+                color = "white" if value > 0.5 else "black"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color)
+    fig.colorbar(shown, ax=ax, fraction=0.046)
+    return fig
+
+
+def image_grid_figure(
+    images: torch.Tensor,
+    class_names: Sequence[str],
+    labels: torch.Tensor,
+    predictions: torch.Tensor | None = None,
+) -> Figure:
+    """A grid of (N, H, W, 3) images titled with their label, or with truth and prediction.
+
+    With predictions, wrong ones get a red title and frame, right ones green, so errors stand out.
+    """
+    plt = pyplot()
+    n = len(images)
+    cols = min(8, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(images[k].numpy())
+        truth = class_names[int(labels[k])]
+        if predictions is None:
+            ax.set_title(truth, fontsize=8)
+            continue
+        guess = class_names[int(predictions[k])]
+        color = "tab:green" if guess == truth else "tab:red"
+        ax.set_title(f"GT {truth}\nPred {guess}", fontsize=7, color=color)
+        for spine in ax.spines.values():
+            spine.set_edgecolor(color)
+            spine.set_linewidth(2.5 if guess != truth else 1.0)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(history: Mapping[int, Mapping[str, float]], title: str) -> Figure:
+    """Loss and accuracy per epoch (rows of cifarlab.curves' history), train and validation on
+    the same axes."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
+    epochs = sorted(history)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    for ax, metric in zip(axes, ("loss", "acc"), strict=True):
+        for stage, style in (("train", "-o"), ("val", "-s")):
+            values = [history[e][f"{stage}/{metric}"] for e in epochs]
+            if metric == "acc":
+                values = [100 * v for v in values]
+            ax.plot(epochs, values, style, markersize=3, label=stage)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("accuracy %" if metric == "acc" else "cross-entropy loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return fig

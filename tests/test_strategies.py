@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from cifarlab.module import ClassifierModule
-from cifarlab.run import _record_interrupt, train
+from cifarlab.run import record_interrupt, train
 
 from .conftest import ROOT, compose_config, quick_overrides, run_script
 
@@ -174,7 +174,7 @@ def test_only_rank_zero_records_an_interrupt(
         trainer = SimpleNamespace(
             is_global_zero=rank == 0, checkpoint_callbacks=[], current_epoch=3
         )
-        _record_interrupt(trainer, tmp_path, time.perf_counter())
+        record_interrupt(trainer, tmp_path, time.perf_counter())
         if rank == 1:
             assert not (tmp_path / "metrics.json").exists() and capsys.readouterr().err == ""
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"

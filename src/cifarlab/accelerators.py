@@ -22,11 +22,11 @@ from lightning.fabric.plugins.environments import (
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
-from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.internals import launches_by_running_the_script
 from cifarlab.utils import in_multirun, usable_cpus
 
 # Lightning's strategy names that start their processes with multiprocessing inside this job
@@ -151,7 +151,7 @@ def relaunches_script(trainer: L.Trainer) -> bool:
     SLURM/torchrun (which start every process themselves), launches nothing.
     """
     strategy = trainer.strategy
-    if not isinstance(strategy.launcher, _SubprocessScriptLauncher):
+    if not launches_by_running_the_script(strategy):
         return False
     environment = getattr(strategy, "cluster_environment", None)
     external = environment is not None and environment.creates_processes_externally

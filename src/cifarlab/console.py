@@ -16,6 +16,8 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cifarlab.divergence import step_loss
+
 # messages that come from how Lightning 2.6 and torch 2.15 talk to each other or advertise, not
 # from anything a cifarlab user can change
 NOISE_WARNINGS = (
@@ -115,8 +117,8 @@ class ProgressBar(RichProgressBar):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
+        loss = step_loss(outputs)
+        if loss is not None:
             self._loss = loss.detach()  # read (one device sync) only when the bar is drawn
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 

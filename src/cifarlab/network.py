@@ -17,7 +17,7 @@ from torch import nn
 from cifarlab.data import NORMALIZATIONS
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
-from cifarlab.reliability import load_checkpoint
+from cifarlab.checkpoints import load_checkpoint
 
 INPUT_SIZE = 32  # every cifarlab network takes (N, 3, 32, 32)
 # model config keys that change how the net runs (or is named), not what it is

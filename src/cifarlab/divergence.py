@@ -54,17 +54,12 @@ class DivergenceGuard(L.Callback):
         self._count = self._first = None
 
     def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         loss = step_loss(outputs)
         if loss is not None:
-            self._record(loss.detach().float(), batch_idx)
-        if self._due(trainer, batch_idx) and self._any_diverged(trainer):
+            self._record(loss.detach().float(), idx)
+        if self._due(trainer, idx) and self._any_diverged(trainer):
             raise StopIteration
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarlab.checkpoints import load_checkpoint
 from cifarlab.data import NORMALIZATIONS
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
-from cifarlab.checkpoints import load_checkpoint
 
 INPUT_SIZE = 32  # every cifarlab network takes (N, 3, 32, 32)
 # model config keys that change how the net runs (or is named), not what it is

@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
@@ -99,14 +99,14 @@ def _checkpoint_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     callback without a monitor) is written as always."""
     if validates(cfg):
         return {}
-    return {
-        str(name): {"monitor": None, "save_top_k": 0}
-        for name, node in (cfg.get("callbacks") or {}).items()
-        if node
-        and "_target_" in node
-        and issubclass(get_class(node._target_), ModelCheckpoint)
-        and str(node.get("monitor") or "").startswith("val/")
-    }
+    overrides = {}
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not node or "_target_" not in node or not str(node.get("monitor")).startswith("val/"):
+            continue
+        target = get_object(node._target_)  # a class, or a factory function
+        if isinstance(target, type) and issubclass(target, ModelCheckpoint):
+            overrides[str(name)] = {"monitor": None, "save_top_k": 0}
+    return overrides
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:

@@ -50,7 +50,7 @@ def test_model_optimizer_scheduler_compose_and_build(
 
 
 @pytest.mark.parametrize("preset", options("trainer"))
-def test_trainer_presets_build_the_trainer_they_name(preset: str) -> None:
+def test_trainer_presets_build_the_trainer_they_name(preset: str, tmp_path: Path) -> None:
     """Each preset builds the Trainer it names where the hardware is there (accelerator, device
     count, DDP or not), and is refused, naming what this machine has, where it is not."""
     import torch
@@ -71,7 +71,9 @@ def test_trainer_presets_build_the_trainer_they_name(preset: str) -> None:
         "ddp": (CUDAAccelerator, gpus, True, cuda),
     }[preset]
     accelerator, devices, ddp, available = expected
-    cfg = compose_config("train", [f"trainer={preset}", "trainer.max_epochs=3"])
+    cfg = compose_config(
+        "train", [f"trainer={preset}", "trainer.max_epochs=3", f"paths.output_dir={tmp_path}"]
+    )
     precision = torch.get_float32_matmul_precision()  # the GPU presets set it
     try:
         trainer = build_trainer(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)

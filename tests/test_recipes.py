@@ -80,12 +80,19 @@ CIFAR10_TRAIN_IMAGES_PER_CLASS = 5000
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_recipes_stay_within_20_epochs_and_accept_overrides(recipe: str) -> None:
+def test_recipes_stay_within_20_epochs_and_accept_overrides(recipe: str, tmp_path: Path) -> None:
     """Built as train.py builds them: overrides reach the DataModule, the module and the Trainer,
     and the recipe's own schedule (max_epochs, or max_steps of its batches on the real CIFAR-10
     training images) is at most 20 epochs (40 for GPU recipes)."""
     cfg = compose_config(
-        "train", [f"experiment={recipe}", "trainer.max_epochs=1", "seed=3", "model.width=4"]
+        "train",
+        [
+            f"experiment={recipe}",
+            "trainer.max_epochs=1",
+            "seed=3",
+            "model.width=4",
+            f"paths.output_dir={tmp_path}",
+        ],
     )
     datamodule, module = build_task(cfg)
     trainer = build_trainer(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)

@@ -311,7 +311,7 @@ def test_two_process_ddp_matches_one_process(folder_root: Path, tmp_path: Path) 
                 tmp_path / "two",
                 "trainer=ddp_cpu",
                 "data.batch_size=8",  # per process: the same global batch (16) and step count
-                "+callbacks.probe._target_=tests.test_scaleout.SplitProbe",
+                "+callbacks.probe._target_=tests.test_accelerators.SplitProbe",
                 f"+callbacks.probe.out_dir={probe}",
             ),
         )

@@ -306,20 +306,22 @@ READY = "cifarlab-test: holding before epoch 1"
 
 class HoldBeforeSecondEpoch(L.Callback):
     """Test only (``+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch``): once the
-    first epoch and its last.ckpt are done, prints READY and waits until the run has received
-    SIGTERM, so the test signals a run that is certainly between its first and second epoch.
+    first epoch and its last.ckpt are done, each process prints READY and waits until the run
+    has received SIGTERM (or Ctrl-C, which interrupts the wait), so the test signals a run that
+    is certainly between its first and second epoch.
 
     It holds once: the resumed run, which takes this callback from the checkpoint's config,
-    finds ``marker`` and goes on.
+    finds its marker (``marker``.rank<N>) and goes on.
     """
 
     def __init__(self, marker: str) -> None:
         self.marker = Path(marker)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch != 1 or self.marker.exists():
+        marker = self.marker.with_name(f"{self.marker.name}.rank{trainer.global_rank}")
+        if trainer.current_epoch != 1 or marker.exists():
             return
-        self.marker.touch()
+        marker.touch()
         print(READY, flush=True)
         while not trainer.received_sigterm:  # set by Lightning's SIGTERM handler
             time.sleep(0.01)

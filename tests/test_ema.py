@@ -59,3 +59,23 @@ def test_ema_decay_ramps_and_lookahead_copies_the_average_back() -> None:
     with pytest.raises(Exception, match="ema.decay"):
         WeightEMA(decay=1.0)
     assert math.isclose(0.95**5, 0.7738, abs_tol=1e-4)
+
+
+def test_lookahead_leaves_the_trained_weights_equal_to_the_average(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """With lookahead the average is copied back after every update, the last one included."""
+    cfg = compose_config(
+        "train",
+        [
+            *quick_overrides(folder_root, tmp_path),
+            "model=bn_cnn",
+            "model.width=4",
+            "ema.decay=0.9",
+            "ema.lookahead=true",
+        ],
+    )
+    ckpt = torch.load(train(cfg)["last_ckpt"], weights_only=True)
+    average, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert average.keys() == raw.keys()
+    assert all(torch.equal(average[k], raw[k]) for k in average)

@@ -16,8 +16,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import TorchCheckpointIO
 
 from cifarlab.errors import CifarlabError
 from cifarlab.utils import write_atomic

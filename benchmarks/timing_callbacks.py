@@ -157,3 +157,35 @@ class DeviceProbe(L.Callback):
         self.record["test_s"] = time.perf_counter() - (self._start or time.perf_counter())
         self._start = None
         self._write()
+
+
+class AirbenchClock(L.Callback):
+    """airbench's clock, written as JSON to ``path``: ``train_s`` from the start of training to its
+    end and ``test_s`` over the test epoch (with TTA), the device synchronized at each end; and
+    ``setup_s`` from when the callbacks are built to the start of training (data decoding or
+    cache loading, the copy to the device, the whitening), which airbench leaves out."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.built = time.perf_counter()
+        self.record: dict[str, float] = {}
+        self._start = 0.0
+
+    def _now(self, module: L.LightningModule) -> float:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+        return time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start = self._now(module)
+        self.record["setup_s"] = self._start - self.built
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.record["train_s"] = self._now(module) - self._start
+
+    def on_test_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start = self._now(module)
+
+    def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.record["test_s"] = self._now(module) - self._start
+        self.path.write_text(json.dumps(self.record))

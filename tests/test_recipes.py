@@ -152,9 +152,9 @@ def test_fastnet_recipes_are_airbench94_muons() -> None:
     sched = cfg.scheduler
     assert (sched.name, sched.start, sched.peak_pct, sched.end) == ("triangular", 1.0, 0.0, 0.0)
     assert cfg.loss.label_smoothing == 0.2 and cfg.tta == "flip_translate"
-    assert cfg.ema.decay == 0.0 and cfg.trainer.max_epochs == 8
+    assert cfg.ema.decay == 0.0 and cfg.trainer.max_epochs == 10
     cpu = compose_config("train", ["experiment=fastnet_cpu"])
-    assert (cpu.model.width, cpu.trainer.max_epochs) == (32, 7)
+    assert (cpu.model.width, cpu.trainer.max_epochs) == (32, 8)
     assert cpu.optimizer == cfg.optimizer and cpu.data == cfg.data
 
 

@@ -22,10 +22,12 @@ from lightning.fabric.plugins.environments import (
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
+from lightning.pytorch.accelerators import CPUAccelerator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.host_memory import keep_freed_memory
 from cifarlab.internals import launches_by_running_the_script
 from cifarlab.utils import in_multirun, usable_cpus
 
@@ -182,6 +184,12 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     arguments = OmegaConf.to_container(trainer_cfg, resolve=True)
     assert isinstance(arguments, dict)
     apply_gpu_presets(arguments.pop("float32_matmul_precision", None))
+    keep_memory = arguments.pop("keep_freed_host_memory", "auto")
+    if keep_memory not in ("auto", True, False):
+        raise CifarlabError(
+            f"trainer.keep_freed_host_memory={keep_memory!r} must be auto (on when training "
+            "runs on the CPU), true or false."
+        )
     try:
         trainer = instantiate(arguments, **kwargs)
     except InstantiationException as err:
@@ -200,6 +208,10 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
             "this machine, or a cluster launcher (hydra/launcher=slurm) where SLURM starts the "
             "processes."
         )
+    if keep_memory is True or (
+        keep_memory == "auto" and isinstance(trainer.accelerator, CPUAccelerator)
+    ):
+        keep_freed_memory()
     return trainer
 
 

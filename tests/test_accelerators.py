@@ -261,6 +261,7 @@ def test_channels_last_converts_the_net_and_keeps_its_state_dict() -> None:
         )
 
 
+@pytest.mark.slow  # 60 s on the shared 2 cores; channels_last alone stays in the default suite
 def test_bf16_channels_last_run_trains_and_its_checkpoint_evaluates(
     folder_root: Path, tmp_path: Path
 ) -> None:
@@ -297,6 +298,9 @@ def ddp_overrides(root: Path, out: Path, *extra: str) -> list[str]:
     return [*quick_overrides(root, out), "model=bn_cnn", "model.width=8", *extra]
 
 
+# 128 s on the shared 2 cores; DDP stays in the default suite through
+# test_ddp_cpu_inside_a_hydra_multirun, test_strategies and test_run's ddp_fork report test
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(folder_root: Path, tmp_path: Path) -> None:
     """Same data and global batch: 2 CPU processes reach the 1-process accuracy within noise, each
     rank validates its half of the same split, and evaluating one checkpoint on 1 or 2 processes

@@ -3,10 +3,10 @@
 glibc's malloc serves each block above 32 MiB with a fresh ``mmap`` and unmaps it on ``free``. A
 training step on the CPU allocates and frees activations of hundreds of MiB, so every step the
 kernel maps them in again one 4 KiB page at a time and zeroes each page. Measured on a 2-core
-CPU with fastnet at batch 2000 (docs/benchmarks.md): about 20% of the run's CPU time in the kernel,
-and 31-49% more images per second once malloc keeps its freed blocks (``mallopt``: no mmap, no
-trim), as jemalloc or tcmalloc would, without preloading either. The cost: the process keeps its
-peak heap until it exits, which a training process reaches in its first step anyway.
+CPU with fastnet at batch 2000 (benchmarks/bench_host_memory.py, docs/benchmarks.md): 18-25% of
+the CPU time in the kernel, and 23-31% more images per second once malloc keeps its freed blocks
+(``mallopt``: no mmap, no trim), as jemalloc or tcmalloc would, without preloading either. The
+cost: the process keeps its peak heap until it exits, which training reaches in its first step.
 """
 
 from __future__ import annotations

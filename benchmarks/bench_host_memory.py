@@ -20,7 +20,7 @@ import sys
 STEP_SCRIPT = """
 import json, resource, sys, time
 import torch
-from cifarlab.fastnet import FastNet
+from cifarlab.models.fastnet import FastNet
 from cifarlab.host_memory import keep_freed_memory
 from cifarlab.module import build_optimizer
 

@@ -20,24 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from raw_loop import raw_epochs
 from torch.utils.data import DataLoader
-from torchvision import transforms
-from torchvision.datasets import CIFAR10
+from torchvision_baseline import torchvision_cifar10
 
-from cifarlab.data import NORMALIZATIONS, CIFAR10DataModule, cache_path, load_split
+from cifarlab.data import CIFAR10DataModule, cache_path, load_split
 from cifarlab.models.lenet import LeNet
 from cifarlab.run import train
 
@@ -66,38 +64,6 @@ def bench_data_prep(root: Path, repeats: int) -> dict[str, list[float]]:
     return {"decode": decode, "load": load}
 
 
-class LocalCIFAR10(CIFAR10):
-    """torchvision's CIFAR10, minus the md5 checks that only the official archive passes."""
-
-    meta: ClassVar[dict[str, str | None]] = {**CIFAR10.meta, "md5": None}
-
-    def _check_integrity(self) -> bool:
-        return True
-
-
-def torchvision_cifar10(images: torch.Tensor, labels: torch.Tensor, folder: Path) -> CIFAR10:
-    """torchvision's own CIFAR10 class over the same images, written in its on-disk format."""
-    batches = folder / "cifar-10-batches-py"
-    batches.mkdir(parents=True)
-    flat = images.reshape(len(images), -1).numpy()
-    for i, part in enumerate(torch.arange(len(images)).chunk(5), start=1):
-        entry = {"data": flat[part.numpy()], "labels": labels[part].tolist()}
-        (batches / f"data_batch_{i}").write_bytes(pickle.dumps(entry))
-    (batches / "batches.meta").write_bytes(
-        pickle.dumps({"label_names": [str(i) for i in range(10)]})
-    )
-    mean, std = NORMALIZATIONS["cifar10"]
-    transform = transforms.Compose(
-        [
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ]
-    )
-    return LocalCIFAR10(str(folder), train=True, transform=transform)
-
-
 def batches_per_second(loader, n_batches: int) -> float:
     iterator = iter(loader)
     next(iterator)  # worker start-up is not throughput
@@ -120,37 +86,6 @@ def bench_pipeline(root: Path, repeats: int) -> dict[str, list[float]]:
         )
         theirs = [batches_per_second(loader, 60) for _ in range(repeats)]
     return {"ours": ours, "torchvision": theirs}
-
-
-def raw_epochs(
-    images: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float, wd: float, pct_start: float
-) -> list[float]:
-    """The plain PyTorch loop: shuffle, slice, normalize, step. Nothing from cifarlab but LeNet."""
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORMALIZATIONS["cifar10"])
-    model = LeNet()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    steps = epochs * -(-len(labels) // BATCH_SIZE)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=lr,
-        total_steps=steps,
-        pct_start=pct_start,
-        anneal_strategy="linear",
-        cycle_momentum=False,
-    )
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        model.train()
-        for idx in torch.randperm(len(labels)).split(BATCH_SIZE):
-            x = (images[idx].float() / 255 - mean) / std
-            loss = F.cross_entropy(model(x), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def bench_overhead(root: Path, repeats: int, epochs: int = 3) -> dict[str, list[float]]:
@@ -183,12 +118,14 @@ def bench_overhead(root: Path, repeats: int, epochs: int = 3) -> dict[str, list[
         dm.setup()
         split = dm.splits["train"]
         raw_times += raw_epochs(
+            LeNet(),
             split.images,
             split.labels,
-            epochs,
-            cfg.optimizer.lr,
-            cfg.optimizer.weight_decay,
-            cfg.scheduler.pct_start,
+            epochs=epochs,
+            batch_size=BATCH_SIZE,
+            lr=cfg.optimizer.lr,
+            weight_decay=cfg.optimizer.weight_decay,
+            pct_start=cfg.scheduler.pct_start,
         )[1:]
     return {"lightning": lightning_times, "raw": raw_times}
 
@@ -228,28 +165,14 @@ def bench_end_to_end(root: Path, repeats: int) -> dict[str, list[float]]:
     return {"composed": composed, "startup": startup, "total": total, "accuracy": accuracy}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the raw figures here")
-    args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).parent))
-    torch.manual_seed(0)
+Row = tuple[str, str, str, bool | None]
 
-    results = {
-        "data_prep": bench_data_prep(args.root, args.repeats),
-        "pipeline": bench_pipeline(args.root, args.repeats),
-        "overhead": bench_overhead(args.root, args.repeats),
-        "end_to_end": bench_end_to_end(args.root, args.repeats),
-    }
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+
+def data_rows(results: dict[str, Any]) -> list[Row]:
+    """Data preparation and the input pipeline against torchvision's."""
     prep, pipe = results["data_prep"], results["pipeline"]
-    over, e2e = results["overhead"], results["end_to_end"]
     ratio_pipe = statistics.median(pipe["ours"]) / statistics.median(pipe["torchvision"])
-    ratio_over = statistics.median(over["lightning"]) / statistics.median(over["raw"])
-    rows = [
+    return [
         (
             "decode 60,000 images into the cache (s)",
             spread(prep["decode"]),
@@ -270,6 +193,14 @@ def main() -> None:
             None,
         ),
         ("input pipeline speed-up", f"{ratio_pipe:.1f}x", ">= 20x", ratio_pipe >= 20),
+    ]
+
+
+def training_rows(results: dict[str, Any]) -> list[Row]:
+    """Lightning's overhead per epoch, and train.py end to end."""
+    over, e2e = results["overhead"], results["end_to_end"]
+    ratio_over = statistics.median(over["lightning"]) / statistics.median(over["raw"])
+    return [
         (
             "raw PyTorch loop, s per epoch (LeNet, batch 128, AdamW one-cycle)",
             spread(over["raw"]),
@@ -303,12 +234,31 @@ def main() -> None:
             min(e2e["accuracy"]) >= 0.55,
         ),
     ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    torch.manual_seed(0)
+
+    results = {
+        "data_prep": bench_data_prep(args.root, args.repeats),
+        "pipeline": bench_pipeline(args.root, args.repeats),
+        "overhead": bench_overhead(args.root, args.repeats),
+        "end_to_end": bench_end_to_end(args.root, args.repeats),
+    }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
     print(
         f"\ntorch {torch.__version__}, lightning {L.__version__}, "
         f"{torch.get_num_threads()} threads, median [min, max] of {args.repeats} repeats\n"
     )
     print("| measure | result | target | met |\n| --- | --- | --- | --- |")
-    for name, value, target, met in rows:
+    for name, value, target, met in [*data_rows(results), *training_rows(results)]:
         print(
             f"| {name} | {value} | {target} | {'' if met is None else ('yes' if met else 'NO')} |"
         )

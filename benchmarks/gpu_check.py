@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,14 +41,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
 
+from gpu_check_table import table  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+from raw_loop import raw_epochs  # noqa: E402
 
-from cifarlab.data import NORMALIZATIONS, CIFAR10DataModule  # noqa: E402
+from cifarlab.data import CIFAR10DataModule  # noqa: E402
 from cifarlab.models import build_model  # noqa: E402
 from cifarlab.run import train  # noqa: E402
 
@@ -112,53 +112,23 @@ def cifarlab_run(args: argparse.Namespace, name: str, *extra: str) -> dict[str, 
     return {**json.loads(probe.read_text()), "metrics": metrics, "cfg": cfg}
 
 
-def raw_epochs(args: argparse.Namespace, model: str, width: int, cfg: Any) -> list[float]:
-    """The plain loop: shuffle on the device, slice, normalize, step. Nothing from cifarlab but the
-    model class and the decoded tensors; the same optimizer, schedule and batch size."""
+def raw_run(args: argparse.Namespace, model: str, width: int, cfg: Any) -> list[float]:
+    """raw_loop's plain loop over the same device tensors, model class, optimizer and schedule."""
     device = torch.device(args.device)
     dm = CIFAR10DataModule(source="folder", root=str(args.root), val_size=cfg.data.val_size)
     dm.setup()
-    images = dm.splits["train"].images.to(device)
-    labels = dm.splits["train"].labels.to(device)
-    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in NORMALIZATIONS["cifar10"])
-    net = build_model(model, len(dm.class_names), width).to(device)
-    optimizer = torch.optim.AdamW(
-        net.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay
-    )
-    batches = -(-len(labels) // args.batch_size)
-    if args.smoke:
-        batches = min(batches, 20)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=cfg.optimizer.lr,
-        total_steps=args.epochs * batches,
+    train_split = dm.splits["train"]
+    return raw_epochs(
+        build_model(model, len(dm.class_names), width).to(device),
+        train_split.images.to(device),
+        train_split.labels.to(device),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=cfg.optimizer.lr,
+        weight_decay=cfg.optimizer.weight_decay,
         pct_start=cfg.scheduler.pct_start,
-        anneal_strategy="linear",
-        cycle_momentum=False,
+        max_batches=20 if args.smoke else None,
     )
-    times = []
-    for _ in range(args.epochs):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        net.train()
-        order = torch.randperm(len(labels), device=device)
-        for idx in order.split(args.batch_size)[:batches]:
-            x = (images[idx].float() / 255 - mean) / std
-            loss = F.cross_entropy(net(x), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def steady(times: list[float]) -> float:
-    """Median epoch time without the first epoch (warm-up: cuDNN autotuning, compilation)."""
-    return statistics.median(times[1:] if len(times) > 1 else times)
 
 
 def overhead(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,7 +136,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     for model, width in MODELS:
         key = f"{model}{width}"
         run = cifarlab_run(args, key, f"model={model}", f"model.width={width}")
-        raw = raw_epochs(args, model, width, run.pop("cfg"))
+        raw = raw_run(args, model, width, run.pop("cfg"))
         results[key] = {**run, "raw_epoch_s": raw}
     return results
 
@@ -235,77 +205,6 @@ def gpu_tests(args: argparse.Namespace) -> dict[str, Any]:
         "summary": lines[-1] if lines else "",
         "tail": lines[-30:],
     }
-
-
-def mb(value: float | None) -> str:
-    return "" if value is None else f"{value:,.0f} MB"
-
-
-def table(results: dict[str, Any], args: argparse.Namespace) -> str:
-    rows: list[tuple[str, str, str, str]] = []
-
-    def add(measure: str, result: str, target: str = "", met: bool | None = None) -> None:
-        rows.append((measure, result, target, "" if met is None else ("yes" if met else "NO")))
-
-    tests = results.get("gpu_tests")
-    if tests:
-        add("`pytest -m gpu`", tests["summary"], "all pass", tests["returncode"] == 0)
-    for key, run in (results.get("overhead") or {}).items():
-        ours, raw = steady(run["epoch_s"]), steady(run["raw_epoch_s"])
-        ratio = ours / raw
-        add(
-            f"{key}: s per training epoch, cifarlab / raw loop",
-            f"{ours:.3f} / {raw:.3f} = {ratio:.2f}",
-            "<= 1.15",
-            ratio <= 1.15,
-        )
-        if args.device == "cuda":
-            per_step = run["syncs"] / max(1, run["steps"])
-            sites = ", ".join(f"{s} x{n}" for s, n in run["sync_sites"].items()) or "none"
-            add(
-                f"{key}: host syncs per training step ({run['steps']} steps; {sites})",
-                f"{per_step:.3f}",
-                "0 (+ the divergence check)",
-                None,
-            )
-            add(
-                f"{key}: data on the device / peak in training",
-                f"{mb(run.get('data_mb'))} / {mb(run.get('peak_mb'))}",
-            )
-        add(f"{key}: test accuracy", f"{100 * run['metrics']['test/acc']:.1f}%")
-    for key, run in (results.get("overhead") or {}).items():
-        if run.get("test_s") is not None:
-            images = f"{run.get('test_images', 0):,}"
-            add(
-                f"{key}: test epoch over the test split ({images} images), s",
-                f"{run['test_s']:.2f}",
-            )
-    fast = results.get("fast")
-    if fast and results.get("overhead"):
-        fp32 = steady(results["overhead"]["bn_cnn64"]["epoch_s"])
-        fast_s = steady(fast["epoch_s"])
-        add(
-            "bn_cnn64 bf16-mixed + channels_last + compile vs fp32, s per epoch (first epoch, "
-            f"with compilation: {fast['epoch_s'][0]:.1f} s)",
-            f"{fast_s:.3f} vs {fp32:.3f} ({fp32 / fast_s:.2f}x), test acc "
-            f"{100 * fast['metrics']['test/acc']:.1f}%",
-        )
-    ddp = results.get("ddp")
-    if ddp:
-        ok = ddp["returncode"] == 0 and ddp["metrics"].get("status") == "completed"
-        epoch = f", {steady(ddp['epoch_s']):.3f} s per epoch" if ddp["epoch_s"] else ""
-        add(
-            "train.py trainer=ddp on 1 device (bn_cnn32): exit, status",
-            f"{ddp['returncode']}, {ddp['metrics'].get('status')}{epoch}, "
-            f"{ddp['wall_s']:.0f} s in all",
-            "completes",
-            ok,
-        )
-    for name in results.get("skipped", []):
-        add(name, "skipped: time budget spent")
-    lines = ["| measure | result | target | met |", "| --- | --- | --- | --- |"]
-    lines += [f"| {' | '.join(row)} |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from cifarlab.accelerators import build_trainer
+from cifarlab.build import instantiate_all
 from cifarlab.models import MODELS
 from cifarlab.module import ClassifierModule
-from cifarlab.run import _instantiate_all
-from cifarlab.utils import plain
+from cifarlab.utils import to_plain_dict
 
 from .conftest import CONF_DIR, compose_config
 
@@ -70,10 +70,10 @@ def test_model_optimizer_scheduler_compose_and_build(
     assert cfg.model.name == model and cfg.model.width == 8
     assert cfg.optimizer.name == optimizer and cfg.optimizer.lr == 0.05
     module = ClassifierModule(
-        model=plain(cfg.model),
+        model=to_plain_dict(cfg.model),
         class_names=["a", "b", "c"],
-        optimizer=plain(cfg.optimizer),
-        scheduler=plain(cfg.scheduler),
+        optimizer=to_plain_dict(cfg.optimizer),
+        scheduler=to_plain_dict(cfg.scheduler),
     )
     x = torch.randn(2, 3, 32, 32)
     assert module.net(x).shape == (2, 3)
@@ -93,7 +93,9 @@ def test_model_optimizer_scheduler_compose_and_build(
     torch.nn.functional.cross_entropy(module.net(x), torch.tensor([0, 1])).backward()
     for step in range(STEPS):
         for group, lr in zip(optim.param_groups, base, strict=True):
-            assert group["lr"] == pytest.approx(lr * expected_factor(plain(cfg.scheduler), step))
+            assert group["lr"] == pytest.approx(
+                lr * expected_factor(to_plain_dict(cfg.scheduler), step)
+            )
         optim.step()
         optim.zero_grad(set_to_none=True)  # later steps move only the schedule
         if schedule is not None and step < STEPS - 1:
@@ -103,24 +105,47 @@ def test_model_optimizer_scheduler_compose_and_build(
 
 
 @pytest.mark.parametrize("preset", options("trainer"))
-def test_trainer_presets_compose(preset: str) -> None:
-    cfg = compose_config("train", [f"trainer={preset}", "trainer.max_epochs=3"])
-    assert cfg.trainer.max_epochs == 3
-    expected = {
-        "default": "auto",
-        "cpu": "cpu",
-        "gpu": "gpu",
-        "mps": "mps",
-        "ddp": "gpu",
-        "ddp_cpu": "cpu",
+def test_trainer_presets_build_the_trainer_they_name(preset: str, tmp_path: Path) -> None:
+    """Each preset builds the Trainer it names where the hardware is there (accelerator, device
+    count, DDP or not), and is refused, naming what this machine has, where it is not."""
+    import torch
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from cifarlab.errors import CifarlabError
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    auto = CUDAAccelerator if cuda else MPSAccelerator if mps else CPUAccelerator
+    gpus = torch.cuda.device_count() if cuda else 0
+    expected = {  # preset: (accelerator, devices, DDP, what it needs)
+        "default": (auto, 1, False, True),
+        "cpu": (CPUAccelerator, 1, False, True),
+        "ddp_cpu": (CPUAccelerator, 2, True, True),
+        "gpu": (auto, 1, False, cuda or mps),
+        "mps": (MPSAccelerator, 1, False, mps),
+        "ddp": (CUDAAccelerator, gpus, True, cuda),
     }[preset]
-    assert cfg.trainer.accelerator == expected
+    accelerator, devices, ddp, available = expected
+    cfg = compose_config(
+        "train", [f"trainer={preset}", "trainer.max_epochs=3", f"paths.output_dir={tmp_path}"]
+    )
+    precision = torch.get_float32_matmul_precision()  # the GPU presets set it
+    try:
+        trainer = build_trainer(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    except CifarlabError as err:
+        assert not available and "this machine has" in str(err)
+        return
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    assert available and trainer.max_epochs == 3
+    assert isinstance(trainer.accelerator, accelerator) and trainer.num_devices == devices
+    assert isinstance(trainer.strategy, DDPStrategy) is ddp
 
 
 def test_default_trainer_callbacks_and_logger_build(tmp_path: Path) -> None:
     cfg = compose_config("train", [f"paths.output_dir={tmp_path}"])
-    callbacks = _instantiate_all(cfg.callbacks)
-    loggers = _instantiate_all(cfg.logger)
+    callbacks = instantiate_all(cfg.callbacks)
+    loggers = instantiate_all(cfg.logger)
     # build_trainer: trainer.float32_matmul_precision is cifarlab's, not a Trainer argument
     trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers)
     assert isinstance(trainer, L.Trainer)
@@ -146,13 +171,13 @@ def test_data_overrides_reach_the_datamodule_config(cifar10_root: Path) -> None:
     def built(changes: dict[str, str] | None = None) -> CIFAR10DataModule:
         chosen = {**overrides, **(changes or {})}
         cfg = compose_config("train", [*base, *(f"{k}={v}" for k, v in chosen.items())])
-        dm = CIFAR10DataModule(**plain(cfg.data), seed=cfg.seed)
+        dm = CIFAR10DataModule(**to_plain_dict(cfg.data), seed=cfg.seed)
         dm.prepare_data()
         dm.setup()
         return dm
 
     cfg = compose_config("train", [*base, *(f"{k}={v}" for k, v in overrides.items())])
-    assert plain(cfg.data)["classes"] == ["bird", "airplane"]
+    assert to_plain_dict(cfg.data)["classes"] == ["bird", "airplane"]
     assert cfg.data.augment is True and cfg.seed == 7 and cfg.data.batch_size == 4
     dm = built()
     default = built({"data.classes": "null", "data.normalize": "cifar10", "data.batch_size": "128"})
@@ -183,10 +208,32 @@ def test_data_overrides_reach_the_datamodule_config(cifar10_root: Path) -> None:
     assert not torch.equal(*orders)
 
 
-def test_eval_config_defaults_to_the_checkpoint() -> None:
-    cfg = compose_config("eval", ["ckpt_path=x.ckpt"])
-    assert cfg.ckpt_path == "x.ckpt"
-    assert all(value is None for value in cfg.data.values())
+def test_eval_config_defaults_to_the_checkpoint(
+    trained_lenet: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eval.py with ckpt_path alone builds the data its run used (every data.* key of
+    conf/eval.yaml is null); a key that is set replaces that one only."""
+    import torch
+
+    from cifarlab import build
+    from cifarlab.run import evaluate
+
+    made: list[dict] = []
+    real = build.CIFAR10DataModule
+    monkeypatch.setattr(build, "CIFAR10DataModule", lambda **kw: made.append(kw) or real(**kw))
+    ckpt = trained_lenet["best_ckpt"]
+    run_data = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data"]
+    for extra in ([], ["data.eval_batch_size=5"]):
+        out = tmp_path / str(len(extra))
+        metrics = evaluate(
+            compose_config(
+                "eval",
+                [f"ckpt_path={ckpt}", f"paths.output_dir={out}", "trainer.accelerator=cpu", *extra],
+            )
+        )
+        assert metrics["test/acc"] == pytest.approx(trained_lenet["test/acc"], abs=1e-6)
+    assert made == [run_data, {**run_data, "eval_batch_size": 5}]
+    assert run_data["eval_batch_size"] != 5
 
 
 def test_every_trainer_argument_can_be_overridden_without_plus() -> None:

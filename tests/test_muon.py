@@ -9,8 +9,8 @@ from torch import nn
 from cifarlab.checks import check_optimizer
 from cifarlab.errors import CifarlabError
 from cifarlab.models.fastnet import FastNet
-from cifarlab.module import param_groups
 from cifarlab.muon import MuonSGD, orthogonalize
+from cifarlab.optim import param_groups
 from cifarlab.run import train
 
 from .conftest import compose_config, quick_overrides

@@ -1,12 +1,18 @@
-"""Resuming on another machine or with the same command, last.ckpt every epoch, and runs
-without validation in a sweep's summary."""
+"""cifarlab.resume and the interrupts it continues: an interrupted run resumes to the same result,
+also on another machine or with the same command; what may change on resume; last.ckpt every
+epoch."""
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -17,12 +23,30 @@ from packaging.version import Version
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifarlab import callbacks
+from cifarlab.checkpoints import AtomicCheckpointIO
 from cifarlab.errors import CifarlabError
-from cifarlab.reliability import AtomicCheckpointIO, resume_config
+from cifarlab.module import ClassifierModule
+from cifarlab.resume import resume_config
 from cifarlab.run import train
-from cifarlab.sweep import job_row
 
 from .conftest import ROOT, compose_config, quick_overrides, run_script
+from .test_run import train_cfg
+
+RESUME_RUN = [
+    "data.source=cifar10",
+    "data.val_size=30",
+    "model=bn_cnn",
+    "model.width=8",
+    "model.dropout=0.5",  # dropout draws from torch's generator: resume must restore its state
+    "optimizer.lr=1e-3",
+    "data.batch_size=8",  # 8 steps an epoch, so that a later epoch improves on epoch 0
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    # the batch augmentations' draws must continue exactly too
+    "batch_aug.cutout=4",
+    "batch_aug.mixup_alpha=0.1",
+    "batch_aug.cutmix_alpha=0.1",
+]
 
 
 def overrides_for(root: Path, out: Path, *extra: str) -> list[str]:
@@ -92,8 +116,6 @@ def test_a_resumed_sweep_job_logs_into_its_own_tensorboard_folder(
 ) -> None:
     """In a sweep a job's TensorBoard folder is named by its overrides; resumed as a single run,
     the job must go on logging (and purge) there, not in the sweep job's parent folder."""
-    from .test_reliability import keyboard_interrupt, stop_during
-
     name = "optimizer.lr=0.01"
     monkeypatch.setattr(callbacks, "job_name", lambda: name)
     stop_during(monkeypatch, epoch=1, batch=1, stop=keyboard_interrupt)
@@ -153,15 +175,198 @@ def test_lightning_requirement_is_the_range_the_code_runs_on() -> None:
     assert locked in lightning.specifier
 
 
-@pytest.mark.parametrize("no_validation", ["data.val_size=0", "trainer.limit_val_batches=0"])
-def test_a_run_without_validation_is_completed_in_the_sweep_summary(
-    folder_root: Path, tmp_path: Path, no_validation: str
+def stop_during(monkeypatch: pytest.MonkeyPatch, epoch: int, batch: int, stop) -> None:
+    """Makes training step ``batch`` of ``epoch`` call ``stop()`` (raise or signal), once."""
+    original = ClassifierModule.training_step
+
+    def step(self, data, batch_idx):
+        if self.current_epoch == epoch and batch_idx == batch:
+            monkeypatch.setattr(ClassifierModule, "training_step", original)
+            stop()
+        return original(self, data, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", step)
+
+
+def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard curve of a run as (step, value) pairs, as TensorBoard would show them."""
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_to_the_same_result(
+    cifar10_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    train(
-        compose_config(
-            "train", overrides_for(folder_root, tmp_path, no_validation, "trainer.max_epochs=1")
+    whole = train(train_cfg(cifar10_root, tmp_path / "whole", *RESUME_RUN))
+    # the best checkpoint comes from an epoch the resumed run trains again
+    assert not whole["best_ckpt"].startswith(str(tmp_path / "whole/checkpoints/epoch000"))
+    assert whole["epochs"] == 3
+
+    run = tmp_path / "cut"
+    stop_during(monkeypatch, epoch=1, batch=2, stop=keyboard_interrupt)
+    with pytest.raises(SystemExit) as info:
+        train(train_cfg(cifar10_root, run, *RESUME_RUN))
+    assert info.value.code == 130
+    saved = json.loads((run / "metrics.json").read_text())
+    last = run / "checkpoints" / "last.ckpt"
+    assert saved["status"] == "interrupted" and saved["last_ckpt"] == str(last)
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # the last completed epoch
+
+    resumed = train(compose_config("train", [f"ckpt_path={last}"]))
+    assert resumed["output_dir"] == str(run)
+    for key in ("test/acc", "test/loss", "test/acc_class", "val/acc_best", "epochs"):
+        assert resumed[key] == whole[key], key
+    final = torch.load(last, weights_only=True)["state_dict"]
+    reference = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=True)
+    assert all(torch.equal(final[k], v) for k, v in reference["state_dict"].items())
+    curves, reference_curves = scalars(run), scalars(tmp_path / "whole")
+    assert curves.keys() == reference_curves.keys()
+    for tag, points in reference_curves.items():
+        assert [s for s, _ in curves[tag]] == [s for s, _ in points], tag
+        assert [v for _, v in curves[tag]] == pytest.approx([v for _, v in points]), tag
+
+
+def sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_keeps_the_last_completed_epoch_in_plain_data(
+    folder_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny task peaks at epoch 0, so epoch 1 saves no better checkpoint, yet last.ckpt
+    must hold it (Lightning alone would keep epoch 0 there)."""
+    saved_through = saved_names(monkeypatch)
+    stop_during(monkeypatch, epoch=2, batch=1, stop=sigterm)
+    with pytest.raises(SystemExit) as info:
+        train(train_cfg(folder_root, tmp_path, "trainer.max_epochs=3"))
+    assert info.value.code == 143
+    assert saved_through.count("last.ckpt") == 2  # epochs 0 and 1, both written atomically
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and saved["epochs"] == 2
+    assert f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}" in saved["message"]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 2 * 6
+    assert ckpt["cifarlab_config"]["paths"]["output_dir"] == str(tmp_path)
+
+    def kinds(value: object) -> set[type]:
+        if isinstance(value, dict):
+            return {dict} | {t for k, v in value.items() for t in kinds(k) | kinds(v)}
+        if isinstance(value, (list, tuple)):
+            return {type(value)} | {t for v in value for t in kinds(v)}
+        return {type(value)}
+
+    assert kinds(ckpt) <= {dict, list, tuple, str, int, float, bool, type(None), torch.Tensor}
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(
+    folder_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stop_during(monkeypatch, epoch=0, batch=1, stop=keyboard_interrupt)
+    with pytest.raises(SystemExit) as info:
+        train(train_cfg(folder_root, tmp_path))
+    assert info.value.code == 130
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and saved["last_ckpt"] is None
+    assert "before its first epoch completed" in saved["message"]
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_resume_refuses_foreign_checkpoints_and_changed_settings(
+    trained_lenet: dict, tmp_path: Path
+) -> None:
+    trained = Path(trained_lenet["last_ckpt"])
+    run = trained.parents[1]
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    ckpt = torch.load(trained, weights_only=True)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({k: v for k, v in ckpt.items() if k != "cifarlab_config"}, foreign)
+    with pytest.raises(CifarlabError, match=f"ckpt_path={foreign} holds no run config"):
+        train(compose_config("train", [f"ckpt_path={foreign}"]))
+    cfg = compose_config("train", [f"ckpt_path={trained}", "optimizer.lr=0.1"])
+    with pytest.raises(CifarlabError, match="optimizer.lr=0.1 cannot apply"):
+        resume_config(cfg, [f"ckpt_path={trained}", "optimizer.lr=0.1"])
+    resumed = resume_config(cfg, [f"ckpt_path={trained}", "hydra.run.dir=x"])
+    assert resumed.paths.output_dir == str(trained.parents[1])
+    assert resumed.logger.tensorboard.purge_step == ckpt["global_step"]
+    with pytest.raises(CifarlabError, match="ckpt_path=nowhere.ckpt does not exist"):
+        train(compose_config("train", ["ckpt_path=nowhere.ckpt"]))
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+READY = "cifarlab-test: holding before epoch 1"
+
+
+class HoldBeforeSecondEpoch(L.Callback):
+    """Test only (``+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch``): once the
+    first epoch and its last.ckpt are done, each process prints READY and waits until the run
+    has received SIGTERM (or Ctrl-C, which interrupts the wait), so the test signals a run that
+    is certainly between its first and second epoch.
+
+    It holds once: the resumed run, which takes this callback from the checkpoint's config,
+    finds its marker (``marker``.rank<N>) and goes on.
+    """
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        marker = self.marker.with_name(f"{self.marker.name}.rank{trainer.global_rank}")
+        if trainer.current_epoch != 1 or marker.exists():
+            return
+        marker.touch()
+        print(READY, flush=True)
+        while not trainer.received_sigterm:  # set by Lightning's SIGTERM handler
+            time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_through_train_py(folder_root: Path, tmp_path: Path) -> None:
+    """The real entry point: a SIGTERM'd run exits 143 and one ckpt_path= finishes it."""
+    run = tmp_path / "run"
+    overrides = [o for o in quick_overrides(folder_root, run) if "output_dir" not in o]
+    overrides += [
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+        "+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch",
+        f"+callbacks.hold.marker={tmp_path / 'held'}",
+    ]
+    stderr_file = tmp_path / "stderr.txt"
+    with open(stderr_file, "w") as stderr_sink:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *overrides],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr_sink,
+            text=True,
         )
-    )
-    row = job_row(tmp_path)
-    assert row["status"] == "completed" and row["val/acc_best"] is None
-    assert row["test/acc"] is not None and row["error"] == ""
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends at READY, or at the end of a run that never got there
+            if line.strip() == READY:
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=300)
+    stderr = stderr_file.read_text()
+    last = run / "checkpoints" / "last.ckpt"
+    assert proc.returncode == 143, stderr[-2000:]
+    assert f"train.py ckpt_path={last}" in stderr and "Traceback" not in stderr
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+
+    refused = run_script("train.py", f"ckpt_path={last}", "optimizer.lr=0.5", cwd=tmp_path)
+    assert refused.returncode == 2 and "optimizer.lr=0.5" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    record = tmp_path / "record"
+    done = run_script("train.py", f"ckpt_path={last}", f"hydra.run.dir={record}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["status"] == "completed" and saved["epochs"] == 3
+    assert sorted(p.name for p in record.iterdir()) == [".hydra", "train.log"]

@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from cifarlab.module import ClassifierModule
-from cifarlab.run import _record_interrupt, train
+from cifarlab.run import record_interrupt, train
 
 from .conftest import ROOT, compose_config, quick_overrides, run_script
+from .test_resume import READY
 
 
 def nan_loss(monkeypatch: pytest.MonkeyPatch, from_epoch: int, rank: int | None = None) -> None:
@@ -131,38 +132,47 @@ def test_train_py_returns_no_objective_for_a_run_that_did_not_complete(
     assert saved["status"] == "diverged" and saved["val/acc_best"] > 0.5
 
 
-@pytest.mark.slow  # DDP job in a subprocess; 21 s alone, and once timed out on a loaded machine
+@pytest.mark.slow  # DDP job in a subprocess; 21 s alone
 def test_ctrl_c_under_ddp_fork_names_the_last_checkpoint(folder_root: Path, tmp_path: Path) -> None:
     """The forked workers write last.ckpt; the parent, which Ctrl-C reaches with them, must name
-    it (it used to say there was nothing to resume)."""
+    it (it used to say there was nothing to resume). Both workers hold before their second epoch
+    (tests.test_resume.HoldBeforeSecondEpoch) until Ctrl-C reaches them."""
     run = tmp_path / "run"
     overrides = [o for o in quick_overrides(folder_root, run) if "output_dir" not in o]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            *overrides,
-            "trainer=ddp_cpu",
-            "data.batch_size=8",
-            "trainer.max_epochs=200",
-            f"hydra.run.dir={run}",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
-    )
+    stderr_file = tmp_path / "stderr.txt"
+    with open(stderr_file, "w") as stderr_sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                *overrides,
+                "trainer=ddp_cpu",
+                "data.batch_size=8",
+                "trainer.max_epochs=3",
+                f"hydra.run.dir={run}",
+                "+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch",
+                f"+callbacks.hold.marker={tmp_path / 'held'}",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr_sink,
+            text=True,
+            start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+        )
+        assert proc.stdout is not None
+        holding = 0
+        for line in proc.stdout:  # ends when both ranks hold, or at the end of the run
+            holding += line.strip() == READY
+            if holding == 2:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        proc.communicate(timeout=300)
+    stderr = stderr_file.read_text()
     last = run / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-3000:]
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["status"] == "interrupted" and saved["last_ckpt"] == str(last)
-    assert saved["epochs"] == torch.load(last, weights_only=True)["epoch"] + 1 >= 1
+    assert saved["epochs"] == torch.load(last, weights_only=True)["epoch"] + 1 == 1
     assert f"train.py ckpt_path={last}" in stderr
 
 
@@ -174,7 +184,7 @@ def test_only_rank_zero_records_an_interrupt(
         trainer = SimpleNamespace(
             is_global_zero=rank == 0, checkpoint_callbacks=[], current_epoch=3
         )
-        _record_interrupt(trainer, tmp_path, time.perf_counter())
+        record_interrupt(trainer, tmp_path, time.perf_counter())
         if rank == 1:
             assert not (tmp_path / "metrics.json").exists() and capsys.readouterr().err == ""
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"

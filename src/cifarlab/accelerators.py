@@ -23,12 +23,12 @@ from lightning.fabric.plugins.environments import (
     TorchElasticEnvironment,
 )
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.host_memory import keep_freed_memory
+from cifarlab.internals import launches_by_running_the_script
 from cifarlab.utils import in_multirun, usable_cpus
 
 # Lightning's strategy names that start their processes with multiprocessing inside this job
@@ -153,7 +153,7 @@ def relaunches_script(trainer: L.Trainer) -> bool:
     SLURM/torchrun (which start every process themselves), launches nothing.
     """
     strategy = trainer.strategy
-    if not isinstance(strategy.launcher, _SubprocessScriptLauncher):
+    if not launches_by_running_the_script(strategy):
         return False
     environment = getattr(strategy, "cluster_environment", None)
     external = environment is not None and environment.creates_processes_externally

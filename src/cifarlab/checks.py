@@ -1,7 +1,7 @@
 """Checks of config values that need no heavy library, so a mistake is reported in a second.
 
 The entry points run them before importing Lightning, torchmetrics or torchvision; the code that
-builds the objects (``cifarlab.module.build_optimizer``) calls the same functions.
+builds the objects (``cifarlab.optim.build_optimizer``) calls the same functions.
 """
 
 from __future__ import annotations

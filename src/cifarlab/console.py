@@ -16,6 +16,8 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cifarlab.divergence import step_loss
+
 # messages that come from how Lightning 2.6 and torch 2.15 talk to each other or advertise, not
 # from anything a cifarlab user can change
 NOISE_WARNINGS = (
@@ -108,17 +110,12 @@ class ProgressBar(RichProgressBar):
         self._loss: torch.Tensor | None = None
 
     def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
+        loss = step_loss(outputs)
+        if loss is not None:
             self._loss = loss.detach()  # read (one device sync) only when the bar is drawn
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.internals import averaged_module
 
 # ClassifierModule.configure_model only compiles the net in place (model.compile); the averaged
 # copy shares the same layers, so the callback's warning about sharded layers does not apply.
@@ -68,7 +69,7 @@ class WeightEMA(WeightAveraging):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
         if self.lookahead and self._updated:
             self._updated = False
-            average = self._average_model.module
+            average = averaged_module(self)
             with torch.no_grad():
                 for mine, averaged in zip(
                     [*pl_module.parameters(), *pl_module.buffers()],

@@ -1,140 +1,24 @@
-"""One LightningModule for every model: loss, optimizer, schedule and the metrics we report."""
+"""One LightningModule for every model: the loss, the training and evaluation steps, and the metrics
+we report. The optimizer and schedule come from cifarlab.optim, test-time augmentation from
+cifarlab.tta."""
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from cifarlab.accelerators import check_speed_options
 from cifarlab.batch_aug import BatchAugment
-from cifarlab.checks import check_optimizer
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
-from cifarlab.muon import MuonSGD
-
-SCHEDULERS = ("none", "onecycle", "cosine", "triangular")
-TTA_MODES = ("none", "flip", "flip_translate")
-NORM_LAYERS = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.SyncBatchNorm,
-    nn.GroupNorm,
-    nn.LayerNorm,
-)
-
-
-def param_groups(net: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """The net's parameters in up to four groups: weights, biases, normalization layers, and (for
-    ``optimizer=muon``) conv filters.
-
-    ``norm_lr_mult`` multiplies the learning rate of normalization-layer parameters (airbench gives
-    BatchNorm biases 64x), ``bias_lr_mult`` that of the other biases; their weight decay is divided
-    by the same factor, so that the decay per step (lr x weight_decay, in SGD and AdamW alike)
-    stays that of the other weights. ``no_decay_norm_bias`` takes weight decay off biases and
-    normalization layers. Under Muon, trainable 4D weights (conv filters) form their own group
-    with ``muon_lr`` and ``muon_momentum``.
-    """
-    lr, wd = cfg["lr"], cfg.get("weight_decay", 0.0)
-    norm_mult, bias_mult = cfg.get("norm_lr_mult", 1.0), cfg.get("bias_lr_mult", 1.0)
-    no_decay = bool(cfg.get("no_decay_norm_bias", False))
-    muon = cfg.get("name") == "muon"
-    weights: list[nn.Parameter] = []
-    filters: list[nn.Parameter] = []
-    biases: list[nn.Parameter] = []
-    norms: list[nn.Parameter] = []
-    for module in net.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if isinstance(module, NORM_LAYERS):
-                norms.append(param)
-            elif name == "bias":
-                biases.append(param)
-            elif muon and param.ndim == 4 and param.requires_grad:
-                filters.append(param)
-            else:
-                weights.append(param)
-    groups = [
-        {"params": weights, "lr": lr, "weight_decay": wd},
-        {
-            "params": biases,
-            "lr": lr * bias_mult,
-            "weight_decay": 0.0 if no_decay else wd / bias_mult,
-        },
-        {
-            "params": norms,
-            "lr": lr * norm_mult,
-            "weight_decay": 0.0 if no_decay else wd / norm_mult,
-        },
-    ]
-    if filters:
-        groups.append(
-            {
-                "params": filters,
-                "lr": cfg["muon_lr"],
-                "momentum": cfg["muon_momentum"],
-                "weight_decay": 0.0,
-                "muon": True,
-            }
-        )
-    return [group for group in groups if group["params"]]
-
-
-def build_optimizer(net: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    check_optimizer(cfg)
-    name, lr = cfg["name"], cfg["lr"]
-    params = param_groups(net, cfg)
-    if name in ("sgd", "muon"):
-        optimizer_class = MuonSGD if name == "muon" else torch.optim.SGD
-        return optimizer_class(
-            params,
-            lr=lr,
-            momentum=cfg.get("momentum", 0.0),
-            nesterov=cfg.get("nesterov", False),
-        )
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))))
-
-
-def lr_factor(name: str, cfg: dict[str, Any], step: int, total: int) -> float:
-    """The learning rate at ``step`` of ``total`` as a fraction of optimizer.lr.
-
-    ``cosine``: linear warm-up from 0 over ``warmup_pct`` of the steps, then cosine decay to 0.
-    ``triangular`` (airbench): linear from ``start`` to 1 at ``peak_pct``, then linear to ``end``.
-    """
-    t = min(step, total) / max(total, 1)
-    if name == "cosine":
-        warmup = cfg.get("warmup_pct", 0.0)
-        if t < warmup:
-            return (step + 1) / (warmup * total)
-        return 0.5 * (1.0 + math.cos(math.pi * (t - warmup) / (1.0 - warmup)))
-    peak, start, end = cfg.get("peak_pct", 0.23), cfg.get("start", 0.2), cfg.get("end", 0.07)
-    if t < peak:
-        return start + (1.0 - start) * t / peak
-    return 1.0 + (end - 1.0) * (t - peak) / (1.0 - peak)
-
-
-def tta_logits(net: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Logits averaged over views of ``x``: ``flip`` = the image and its mirror; ``flip_translate``
-    (airbench's level 2) = half that, plus a quarter each for the image shifted one pixel up-left
-    and one pixel down-right (reflect padding), each with its mirror."""
-
-    def mirrored(images: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (net(images) + net(images.flip(-1)))
-
-    logits = mirrored(x)
-    if mode == "flip_translate":
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        shifted = [padded[..., :h, :w], padded[..., 2 : h + 2, 2 : w + 2]]
-        logits = 0.5 * logits + 0.25 * (mirrored(shifted[0]) + mirrored(shifted[1]))
-    return logits
+from cifarlab.optim import build_optimization
+from cifarlab.tta import check_tta, tta_logits
 
 
 class ClassifierModule(L.LightningModule):
@@ -166,15 +50,12 @@ class ClassifierModule(L.LightningModule):
                 f"loss.label_smoothing={self.label_smoothing!r} must be a number in [0, 1), "
                 "e.g. 0.1 (airbench uses 0.2)."
             )
-        if tta not in TTA_MODES:
-            raise CifarlabError(
-                f"tta={tta!r} is not known; use one of {', '.join(TTA_MODES)} (flip_translate = "
-                "mirror plus one-pixel shifts, as airbench)."
-            )
+        check_tta(tta)
         self.tta = tta
         model_options = {k: v for k, v in model.items() if k not in ("name", "width", "compile")}
         self.net = build_model(model["name"], len(class_names), model["width"], **model_options)
         self.compile_net = model.get("compile", False)
+        self._net_compiled = False  # by configure_model, in this process (see __getstate__)
         # cutout/mixup/cutmix of training batches, seeded by the run's seed (kept in data's)
         self.batch_aug = BatchAugment.from_config(batch_aug, seed=(data or {}).get("seed", 0))
         check_speed_options(
@@ -208,9 +89,16 @@ class ClassifierModule(L.LightningModule):
         """Compiles the net (``model.compile``) in the process that runs it: ddp_spawn pickles the
         module into its workers, and pickling drops compilation. ``nn.Module.compile`` works in
         place, so unlike ``torch.compile(net)`` it adds no ``_orig_mod.`` prefix to the state_dict
-        and a compiled run's checkpoint loads into a plain model (eval.py) and back."""
-        if self.compile_net and self.net._compiled_call_impl is None:
+        and a compiled run's checkpoint loads into a plain model (eval.py) and back. Lightning
+        calls this hook again for every ``trainer.test`` after ``fit``: the net is compiled once."""
+        if self.compile_net and not self._net_compiled:
             self.net.compile()
+            self._net_compiled = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled copy (ddp_spawn's workers) compiles again where it runs: ``nn.Module`` drops
+        its compiled forward when pickled, so our record of it goes too."""
+        return {**super().__getstate__(), "_net_compiled": False}
 
     def setup(self, stage: str) -> None:
         """Layers computed from data (fastnet's whitening) are set before fitting; a resumed run
@@ -316,30 +204,9 @@ class ClassifierModule(L.LightningModule):
             self.test_acc_no_tta.reset()
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.net, self.hparams.optimizer)
-        cfg = self.hparams.scheduler or {"name": "none"}
-        name = cfg.get("name", "none")
-        if name not in SCHEDULERS:
-            raise CifarlabError(
-                f"scheduler={name!r} is not known; choose one of {', '.join(SCHEDULERS)}."
-            )
-        if name == "none":
-            return optimizer
-        if name == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer,
-                max_lr=[group["lr"] for group in optimizer.param_groups],
-                total_steps=int(self.trainer.estimated_stepping_batches),
-                pct_start=cfg.get("pct_start", 0.25),
-                anneal_strategy="linear",
-                cycle_momentum=False,
-            )
-        else:
-            total = int(self.trainer.estimated_stepping_batches)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: lr_factor(name, cfg, step, total)
-            )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return build_optimization(
+            self.net,
+            self.hparams.optimizer,
+            self.hparams.scheduler,
+            total_steps=lambda: int(self.trainer.estimated_stepping_batches),
+        )

@@ -29,7 +29,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.models import INPUT_SIZE
 from cifarlab.report import print_accuracy_table
 from cifarlab.trained import Network, load_network
-from cifarlab.utils import plain, write_atomic, write_json
+from cifarlab.utils import to_plain_dict, write_atomic, write_json
 
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
 GLOB_CHARS = set("*?[")
@@ -255,7 +255,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CifarlabError(f"{key}={value!r} must be a positive whole number.")
     network = load_network(cfg.get("ckpt_path"), purpose="predict.py")
-    items = find_inputs(plain(cfg).get("input"), network.class_names)
+    items = find_inputs(to_plain_dict(cfg).get("input"), network.class_names)
     device = pick_device(str(cfg.get("device", "auto")))
     output_dir = Path(cfg.paths.output_dir)
     rows, errors = predict_items(network, items, device, cfg.batch_size, cfg.top_k)

@@ -1,4 +1,9 @@
-"""The two jobs behind train.py and eval.py, readable top to bottom."""
+"""The two jobs behind train.py and eval.py, readable top to bottom.
+
+A training run is build -> fit -> test -> report: the objects come from the config
+(cifarlab.build), ``fit`` trains them (an interrupt is recorded and ends the job), the best
+checkpoint is tested, and rank 0 writes metrics.json and the per-class chart.
+"""
 
 from __future__ import annotations
 
@@ -10,55 +15,105 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
+from cifarlab.build import build_eval_task, build_fit_trainer, build_task
 from cifarlab.callbacks import stop_reason
+from cifarlab.checkpoints import checkpoint_paths, load_checkpoint
 from cifarlab.console import quiet_console
-from cifarlab.data import CIFAR10DataModule
-from cifarlab.ema import WeightEMA
-from cifarlab.errors import CifarlabError
+from cifarlab.divergence import divergence_message
 from cifarlab.loggers import finish_runs
-from cifarlab.module import ClassifierModule, build_optimizer
-from cifarlab.reliability import (
-    AtomicCheckpointIO,
-    ConfigInCheckpoint,
-    DivergenceGuard,
-    RandomStates,
-    checkpoint_paths,
-    divergence_message,
-    interrupted_message,
-    load_checkpoint,
-    pin_logger_versions,
-    resume_config,
-)
+from cifarlab.module import ClassifierModule
 from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
+from cifarlab.resume import interrupted_message, resume_config
 from cifarlab.tune import check_tune, find_lr
-from cifarlab.utils import log, plain, write_json
+from cifarlab.utils import log, write_json
 
 
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Builds every ``_target_`` entry of a callbacks/logger group; null entries switch one off."""
-    if not group:
-        return []
-    built = []
-    for node in group.values():
-        if node and "_target_" in node:
-            try:
-                built.append(instantiate(node))
-            except InstantiationException as err:
-                if isinstance(err.__cause__, CifarlabError):  # our own check of a value
-                    raise err.__cause__ from None
-                raise
-    return [item for item in built if item is not None]  # a factory may switch itself off
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fits the configured model, tests its best checkpoint, reports and returns the metrics.
+
+    With ``ckpt_path`` set, continues the checkpoint's run with that run's own config.
+    """
+    start = time.perf_counter()
+    quiet_console()
+    cfg = resume_config(cfg, _command_line_overrides())
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, module = build_task(cfg)
+    check_tune(cfg.get("tune"))
+    if cfg.get("tune"):
+        return find_lr(cfg, module, datamodule, output_dir)
+    trainer = build_fit_trainer(cfg)
+    log.info("Output directory: %s", output_dir)
+    fit(trainer, module, datamodule, cfg, start)
+    outcome = fit_outcome(trainer, module, cfg, start)
+    if outcome["status"] == "diverged" and not outcome["best_ckpt"]:
+        if trainer.is_global_zero:
+            write_json(output_dir / "metrics.json", outcome)
+        return outcome
+    results = trainer.test(
+        module,
+        datamodule=datamodule,
+        ckpt_path=outcome["best_ckpt"] or None,
+        verbose=False,
+        weights_only=True,
+    )[0]
+    finish_runs(trainer)
+    title = f"{cfg.model.name} test accuracy ({outcome['epochs']} epochs)"
+    return report_results(trainer, output_dir, title, results, datamodule.class_names, outcome)
 
 
-def _report(
+def fit(
+    trainer: L.Trainer,
+    module: ClassifierModule,
+    datamodule: L.LightningDataModule,
+    cfg: DictConfig,
+    start: float,
+) -> None:
+    """``trainer.fit``, from ``ckpt_path`` when resuming; an interrupt (Ctrl-C, SIGTERM) is
+    recorded and ends the job with exit code 130/143."""
+    try:
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+        )
+    except SystemExit as err:
+        # Lightning ends fit on Ctrl-C / SIGTERM by SystemExit, after its hooks ran
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        record_interrupt(trainer, Path(cfg.paths.output_dir), start)
+        raise SystemExit(143 if isinstance(err, SIGTERMException) else 130) from None
+
+
+def fit_outcome(
+    trainer: L.Trainer, module: ClassifierModule, cfg: DictConfig, start: float
+) -> dict[str, Any]:
+    """What the fit left: status, why it stopped, epochs, time, checkpoints (for metrics.json)."""
+    # callback_metrics also reach this process when spawned/forked DDP workers did the training
+    problem = divergence_message(trainer.callback_metrics)
+    if problem:
+        log.error("%s", problem)
+    best_score = trainer.callback_metrics.get("val/acc_best")
+    best, last = checkpoint_paths(trainer)
+    return {
+        "val/acc_best": float(best_score) if best_score is not None else None,
+        "status": "diverged" if problem else "completed",
+        **({"message": problem} if problem else {}),
+        "stop_reason": "diverged (non-finite loss)" if problem else stop_reason(trainer),
+        "epochs": int(trainer.callback_metrics.get("train/epochs", trainer.current_epoch)),
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        "model": cfg.model.name,
+        "num_params": sum(p.numel() for p in module.net.parameters()),
+        "best_ckpt": best,
+        "last_ckpt": last,
+        "output_dir": str(Path(cfg.paths.output_dir)),
+    }
+
+
+def report_results(
     trainer: L.Trainer,
     output_dir: Path,
     stage_title: str,
@@ -82,114 +137,7 @@ def _report(
     return metrics
 
 
-def _command_line_overrides() -> list[str] | None:
-    """The overrides Hydra was started with; None when called without Hydra (as tests do)."""
-    if not HydraConfig.initialized():
-        return None
-    return list(HydraConfig.get().overrides.task)
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fits the configured model, tests its best checkpoint, reports and returns the metrics.
-
-    With ``ckpt_path`` set, continues the checkpoint's run with that run's own config.
-    """
-    start = time.perf_counter()
-    quiet_console()
-    cfg = resume_config(cfg, _command_line_overrides())
-    output_dir = Path(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-
-    datamodule = CIFAR10DataModule(**plain(cfg.data), seed=cfg.seed)
-    module = ClassifierModule(
-        model=plain(cfg.model),
-        class_names=datamodule.class_names,
-        optimizer=plain(cfg.optimizer),
-        scheduler=plain(cfg.get("scheduler")),
-        data=plain(datamodule.hparams),
-        loss=plain(cfg.get("loss")),
-        tta=cfg.get("tta", "none"),
-        batch_aug=plain(cfg.get("batch_aug")),
-    )
-    build_optimizer(module.net, module.hparams.optimizer)  # a bad one stops us before fit
-    check_tune(cfg.get("tune"))
-    if cfg.get("tune"):
-        return find_lr(cfg, module, datamodule, output_dir)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    if cfg.get("ema") and cfg.ema.decay:
-        callbacks.append(WeightEMA(**plain(cfg.ema)))
-    if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if cfg.trainer.get("enable_model_summary") is False:
-        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
-    loggers = _instantiate_all(cfg.get("logger"))
-    if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    stored = plain(cfg)
-    pin_logger_versions(stored, loggers)
-    safety = [
-        ConfigInCheckpoint(stored),
-        RandomStates(),
-        DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
-    ]
-    trainer = build_trainer(
-        cfg.trainer,
-        callbacks=[*callbacks, *safety],
-        logger=loggers or False,
-        **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),
-    )
-    log.info("Output directory: %s", output_dir)
-    try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
-    except SystemExit as err:
-        # Lightning ends fit on Ctrl-C / SIGTERM by SystemExit, after its hooks ran
-        if trainer.state.status != TrainerStatus.INTERRUPTED:
-            raise
-        _record_interrupt(trainer, output_dir, start)
-        raise SystemExit(143 if isinstance(err, SIGTERMException) else 130) from None
-    # callback_metrics also reach this process when spawned/forked DDP workers did the training
-    problem = divergence_message(trainer.callback_metrics)
-    status = "diverged" if problem else "completed"
-    if problem:
-        log.error("%s", problem)
-    best_score = trainer.callback_metrics.get("val/acc_best")
-    epochs = int(trainer.callback_metrics.get("train/epochs", trainer.current_epoch))
-
-    best, last = checkpoint_paths(trainer)
-    extra = {
-        "val/acc_best": float(best_score) if best_score is not None else None,
-        "status": status,
-        **({"message": problem} if problem else {}),
-        "stop_reason": "diverged (non-finite loss)" if problem else stop_reason(trainer),
-        "epochs": epochs,
-        "wall_time_s": round(time.perf_counter() - start, 2),
-        "model": cfg.model.name,
-        "num_params": sum(p.numel() for p in module.net.parameters()),
-        "best_ckpt": best,
-        "last_ckpt": last,
-        "output_dir": str(output_dir),
-    }
-    if status == "diverged" and not best:
-        if trainer.is_global_zero:
-            write_json(output_dir / "metrics.json", extra)
-        return extra
-    results = trainer.test(
-        module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
-    )[0]
-    finish_runs(trainer)
-    return _report(
-        trainer,
-        output_dir,
-        f"{cfg.model.name} test accuracy ({epochs} epochs)",
-        results,
-        datamodule.class_names,
-        extra,
-    )
-
-
-def _record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> None:
+def record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> None:
     """Says where the last completed epoch is, in metrics.json and on stderr (rank 0 only).
 
     Under ddp_spawn/ddp_fork this process did not train, so what it knows comes from the files
@@ -217,38 +165,34 @@ def _record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> Non
     print(f"\n{message}\n", file=sys.stderr)
 
 
+def _command_line_overrides() -> list[str] | None:
+    """The overrides Hydra was started with; None when called without Hydra (as tests do)."""
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Tests a checkpoint on the test split its run used; data settings may be overridden."""
     start = time.perf_counter()
     quiet_console()
     output_dir = Path(cfg.paths.output_dir)
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
-    hparams = ckpt["hyper_parameters"]
-    overrides = {k: v for k, v in plain(cfg.get("data")).items() if v is not None}
-    data_cfg = {**hparams["data"], **overrides}
-    datamodule = CIFAR10DataModule(**data_cfg)
-    if datamodule.class_names != hparams["class_names"]:
-        raise CifarlabError(
-            f"The checkpoint was trained on {len(hparams['class_names'])} classes "
-            f"({', '.join(hparams['class_names'])}) but the data gives "
-            f"{datamodule.num_classes} ({', '.join(datamodule.class_names)}). Drop the "
-            "data.classes override, or evaluate a checkpoint trained on those classes."
-        )
-    module = ClassifierModule(**{**hparams, **({"tta": cfg.tta} if cfg.get("tta") else {})})
-    module.load_state_dict(ckpt["state_dict"])
+    datamodule, module = build_eval_task(cfg, ckpt)
     L.seed_everything(cfg.seed, workers=True)
     trainer = build_trainer(cfg.trainer, logger=False, callbacks=[])
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    return _report(
+    model = ckpt["hyper_parameters"]["model"]["name"]
+    return report_results(
         trainer,
         output_dir,
-        f"{hparams['model']['name']} test accuracy ({Path(cfg.ckpt_path).name})",
+        f"{model} test accuracy ({Path(cfg.ckpt_path).name})",
         results,
         datamodule.class_names,
         {
             "status": "completed",
             "ckpt_path": str(cfg.ckpt_path),
-            "model": hparams["model"]["name"],
+            "model": model,
             "wall_time_s": round(time.perf_counter() - start, 2),
             "output_dir": str(output_dir),
         },

@@ -9,6 +9,7 @@ ends the sweep, and writes ``summary.csv``/``summary.md`` into the sweep directo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -182,6 +183,18 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def job_error(job_return: JobReturn) -> BaseException:
+    """The exception a failed job raised. Hydra's public ``JobReturn.return_value`` re-raises it
+    (after writing "Error executing job with overrides: ..." to stderr, which Hydra prints itself
+    where the error ends the sweep; ours is logged instead, so that line is held back)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            job_return.return_value  # noqa: B018 (the property raises the job's exception)
+    except Exception as err:
+        return err
+    raise ValueError(f"job {job_return.overrides} did not fail")
+
+
 class SweepCallback(Callback):
     """Hydra callback: records every job of a multirun and summarizes the sweep at its end.
 
@@ -211,7 +224,7 @@ class SweepCallback(Callback):
             "error": "",
         }
         if failed:
-            err = job_return._return_value
+            err = job_error(job_return)
             record["error"] = f"{type(err).__name__}: {err}"
             record["traceback"] = "".join(traceback.format_exception(err))
             log.error("Job %s failed: %s", record["name"], record["error"])

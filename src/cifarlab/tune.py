@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from cifarlab.accelerators import build_trainer
 from cifarlab.errors import CifarlabError
 from cifarlab.figures import save_png
-from cifarlab.utils import plain, write_json
+from cifarlab.utils import to_plain_dict, write_json
 
 TUNERS = ("lr_find",)
 
@@ -35,7 +35,12 @@ def find_lr(
     cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path
 ) -> dict[str, Any]:
     """Runs the range test; writes lr_find.png and lr_find.json; returns what it found."""
-    options = {"min_lr": 1e-6, "max_lr": 1.0, "num_training": 100, **plain(cfg.get("lr_find"))}
+    options = {
+        "min_lr": 1e-6,
+        "max_lr": 1.0,
+        "num_training": 100,
+        **to_plain_dict(cfg.get("lr_find")),
+    }
     # num_training steps decide, even where an epoch has fewer batches (an epoch has at least
     # one); a finite max_epochs keeps the schedule's step count finite while it is built
     trainer = build_trainer(

@@ -36,7 +36,7 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
 
 
-def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+def to_plain_dict(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
     """A config node as plain dicts and lists, the only form checkpoints and loggers should hold."""
     if cfg is None:
         return {}

@@ -1,0 +1,143 @@
+"""Builds a run's objects from its composed config: the DataModule and the ClassifierModule, the
+callbacks and loggers of conf/callbacks/ and conf/logger/, and the Trainer that fits them.
+
+Everything a mistake in the config can break is built here, before any training starts, so a bad
+value stops the run with one paragraph and leaves no run directory behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ModelSummary,
+    ProgressBar,
+)
+from omegaconf import DictConfig
+
+from cifarlab.accelerators import build_trainer
+from cifarlab.checkpoints import AtomicCheckpointIO, ConfigInCheckpoint, RandomStates
+from cifarlab.data import CIFAR10DataModule
+from cifarlab.divergence import DivergenceGuard
+from cifarlab.ema import WeightEMA
+from cifarlab.errors import CifarlabError
+from cifarlab.module import ClassifierModule
+from cifarlab.optim import build_optimizer
+from cifarlab.resume import pin_logger_versions
+from cifarlab.utils import to_plain_dict
+
+
+def instantiate_all(group: DictConfig | None, **overrides: dict[str, Any]) -> list[Any]:
+    """Builds every ``_target_`` entry of a callbacks/logger group; null entries switch one off.
+
+    ``overrides`` maps an entry's name to arguments that replace its configured ones.
+    """
+    if not group:
+        return []
+    built = []
+    for name, node in group.items():
+        if node and "_target_" in node:
+            try:
+                built.append(instantiate(node, **overrides.get(str(name), {})))
+            except InstantiationException as err:
+                if isinstance(err.__cause__, CifarlabError):  # our own check of a value
+                    raise err.__cause__ from None
+                raise
+    return [item for item in built if item is not None]  # a factory may switch itself off
+
+
+def build_task(cfg: DictConfig) -> tuple[CIFAR10DataModule, ClassifierModule]:
+    """The DataModule and the ClassifierModule of a training run; a bad optimizer stops us here."""
+    datamodule = CIFAR10DataModule(**to_plain_dict(cfg.data), seed=cfg.seed)
+    module = ClassifierModule(
+        model=to_plain_dict(cfg.model),
+        class_names=datamodule.class_names,
+        optimizer=to_plain_dict(cfg.optimizer),
+        scheduler=to_plain_dict(cfg.get("scheduler")),
+        data=to_plain_dict(datamodule.hparams),
+        loss=to_plain_dict(cfg.get("loss")),
+        tta=cfg.get("tta", "none"),
+        batch_aug=to_plain_dict(cfg.get("batch_aug")),
+    )
+    build_optimizer(module.net, module.hparams.optimizer)
+    return datamodule, module
+
+
+def build_eval_task(
+    cfg: DictConfig, ckpt: dict[str, Any]
+) -> tuple[CIFAR10DataModule, ClassifierModule]:
+    """The checkpoint's model on the data its run used; ``data.*`` keys that are set override it."""
+    hparams = ckpt["hyper_parameters"]
+    overrides = {k: v for k, v in to_plain_dict(cfg.get("data")).items() if v is not None}
+    datamodule = CIFAR10DataModule(**{**hparams["data"], **overrides})
+    if datamodule.class_names != hparams["class_names"]:
+        raise CifarlabError(
+            f"The checkpoint was trained on {len(hparams['class_names'])} classes "
+            f"({', '.join(hparams['class_names'])}) but the data gives "
+            f"{datamodule.num_classes} ({', '.join(datamodule.class_names)}). Drop the "
+            "data.classes override, or evaluate a checkpoint trained on those classes."
+        )
+    module = ClassifierModule(**{**hparams, **({"tta": cfg.tta} if cfg.get("tta") else {})})
+    module.load_state_dict(ckpt["state_dict"])
+    return datamodule, module
+
+
+def validates(cfg: DictConfig) -> bool:
+    """False when the run has no validation: no images held out, or no validation batches."""
+    return cfg.data.get("val_size") != 0 and cfg.trainer.get("limit_val_batches") != 0
+
+
+def _checkpoint_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Without validation, a ModelCheckpoint that monitors a ``val/`` metric keeps nothing
+    (``save_top_k=0``, Lightning's documented "no models are saved") instead of warning every
+    epoch that the metric is missing; the final weights are then tested, and ``last.ckpt`` (the
+    callback without a monitor) is written as always."""
+    if validates(cfg):
+        return {}
+    overrides = {}
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not node or "_target_" not in node or not str(node.get("monitor")).startswith("val/"):
+            continue
+        target = get_object(node._target_)  # a class, or a factory function
+        if isinstance(target, type) and issubclass(target, ModelCheckpoint):
+            overrides[str(name)] = {"monitor": None, "save_top_k": 0}
+    return overrides
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The callbacks group, the weight average (``ema``), minus what the trainer flags turn off."""
+    callbacks = instantiate_all(cfg.get("callbacks"), **_checkpoint_overrides(cfg))
+    if cfg.get("ema") and cfg.ema.decay:
+        callbacks.append(WeightEMA(**to_plain_dict(cfg.ema)))
+    if cfg.trainer.get("enable_progress_bar") is False:  # let the flag win over the callback
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.get("enable_model_summary") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
+    return callbacks
+
+
+def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer of a training run, with the callbacks that keep its results safe: the config
+    and random states in every checkpoint, the divergence check, atomic checkpoint writes."""
+    callbacks = build_callbacks(cfg)
+    loggers = instantiate_all(cfg.get("logger"))
+    if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    stored = to_plain_dict(cfg)
+    pin_logger_versions(stored, loggers)
+    safety = [
+        ConfigInCheckpoint(stored),
+        RandomStates(),
+        DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
+    ]
+    return build_trainer(
+        cfg.trainer,
+        callbacks=[*callbacks, *safety],
+        logger=loggers or False,
+        **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),
+    )

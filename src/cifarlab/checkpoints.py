@@ -1,0 +1,137 @@
+"""Checkpoints that are safe to keep and to load: atomic writes, the run's config and random states
+inside, and loading with ``weights_only=True``.
+
+A run's full config travels inside every checkpoint it writes (as plain containers), so
+``train.py ckpt_path=<run>/checkpoints/last.ckpt`` alone continues that run exactly as it was
+configured (cifarlab.resume). Every load of a checkpoint uses ``weights_only=True``: a file that
+would run code when unpickled is refused before any of its code runs.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+from cifarlab.errors import CifarlabError
+from cifarlab.utils import write_atomic
+
+CONFIG_KEY = "cifarlab_config"
+RNG_KEY = "cifarlab_rng_states"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames it into place.
+
+    Lightning's own save stages the file in the system temp folder and *moves* it, which is a
+    copy (and can be cut half-way) whenever that folder is on another file system.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        write_atomic(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+
+
+def checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
+    """The best checkpoint and last.ckpt, from the run's two ``ModelCheckpoint`` callbacks.
+
+    conf/callbacks/default.yaml lists the best (``val/acc``) first: it is Lightning's
+    ``trainer.checkpoint_callback``; without validation it keeps nothing (cifarlab.build), so
+    there is no best one. The next one without a monitor keeps the latest epoch.
+    ``ddp_spawn``/``ddp_fork`` train in worker processes and hand back only the first callback's
+    best path, so this process falls back to the file that the second one writes.
+    """
+    callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    if not callbacks:
+        return None, None
+    best, last = callbacks[0].best_model_path or None, None
+    for callback in callbacks[1:]:
+        if callback.monitor is not None:
+            continue
+        last = callback.best_model_path
+        if not last and callback.dirpath:
+            written = callback.format_checkpoint_name({})
+            last = written if Path(written).is_file() else ""
+        last = last or None
+        break
+    return best, last
+
+
+class ConfigInCheckpoint(L.Callback):
+    """Stores the run's resolved config in every checkpoint, so resuming needs nothing else."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+class RandomStates(L.Callback):
+    """Saves the random number generators' states in every checkpoint and restores them on resume.
+
+    Dropout draws from torch's global generator; without its state a resumed run would draw other
+    masks than the uninterrupted run. The data's shuffles and crops have their own generators,
+    seeded by (seed, epoch). Checkpoints are written at the end of an epoch, after which nothing
+    draws until the next epoch's first step, so the restored state is the one that step saw.
+    """
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        checkpoint[RNG_KEY] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        }
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = checkpoint.get(RNG_KEY)
+        if not states:  # a checkpoint from before this callback existed
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def load_checkpoint(path: str | None, purpose: str = "eval.py") -> dict[str, Any]:
+    """Reads a cifarlab checkpoint with ``weights_only=True``: tensors and plain containers only."""
+    if not path:
+        raise CifarlabError(
+            f"{purpose} needs a checkpoint: add ckpt_path=PATH, e.g. "
+            "ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt."
+        )
+    if not Path(path).is_file():
+        raise CifarlabError(f"ckpt_path={path} does not exist (or is not a file).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CifarlabError(
+            f"ckpt_path={path} is not a checkpoint cifarlab can load safely ({type(err).__name__}; "
+            "only tensors and plain containers are accepted). Pass a .ckpt written by train.py."
+        ) from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
+        raise CifarlabError(
+            f"ckpt_path={path} is not a cifarlab checkpoint (no state_dict/hyper_parameters). "
+            "Pass a .ckpt written by train.py."
+        )
+    return ckpt

@@ -1,0 +1,119 @@
+"""Stopping a run whose training loss is no longer a finite number, on every process together."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+
+from cifarlab.errors import CifarlabError
+
+# what DivergenceGuard leaves in trainer.callback_metrics (which also reach a ddp_spawn/fork parent)
+DIVERGED_KEYS = ("diverged/epoch", "diverged/batch", "diverged/loss")
+
+
+def step_loss(outputs: Any) -> torch.Tensor | None:
+    """The training loss in what ``training_step`` returned (a tensor, or a dict with ``loss``),
+    as given to ``on_train_batch_end``; None when the step returned no loss."""
+    loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+    return loss if isinstance(loss, torch.Tensor) else None
+
+
+class DivergenceGuard(L.Callback):
+    """Stops training, on every process together, once a training loss is not a finite number.
+
+    Reading the loss back each step would make every step wait for the device, so the check is
+    kept on the device (a count of non-finite losses, and the first one's batch and value) and read
+    every ``check_every_n_steps`` batches, at the last batch of the epoch and before any
+    validation, the only points where the run can save a checkpoint. The count is summed over all
+    processes, so every rank stops at the same batch and none waits in a collective for the others.
+
+    Stopping leaves Lightning's loops as an early stop does (``StopIteration``, which Lightning's
+    fit and epoch loops end on), before that epoch's validation and before the checkpoint
+    callbacks' ``on_train_epoch_end`` (this callback's hook runs first: Lightning calls
+    checkpoint callbacks last). So no checkpoint of the broken weights is written, ``fit`` returns
+    normally under every strategy, and ``diverged/*`` in ``trainer.callback_metrics`` says where.
+    """
+
+    def __init__(self, check_every_n_steps: int = 100) -> None:
+        if not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
+            raise CifarlabError(
+                f"divergence_check_every_n_steps={check_every_n_steps!r} must be a whole number "
+                ">= 1 (how many training steps pass between reads of the loss check)."
+            )
+        self.every = check_every_n_steps
+        self.diverged = False
+        self._count: torch.Tensor | None = None
+        self._first: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.diverged = False
+        self._count = self._first = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        loss = step_loss(outputs)
+        if loss is not None:
+            self._record(loss.detach().float(), idx)
+        if self._due(trainer, idx) and self._any_diverged(trainer):
+            raise StopIteration
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.diverged:  # ends the fit loop before the checkpoint callbacks' epoch-end saves
+            raise StopIteration
+
+    def _record(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Counts a non-finite loss and keeps the first one's (batch, value), all on the device."""
+        if self._count is None or self._first is None:
+            self._count = torch.zeros((), dtype=torch.int32, device=loss.device)
+            self._first = torch.full((2,), -1.0, dtype=torch.float64, device=loss.device)
+        bad = ~torch.isfinite(loss)
+        new = torch.stack((torch.full_like(loss, batch_idx, dtype=torch.float64), loss.double()))
+        self._first = torch.where(bad & (self._count == 0), new, self._first)
+        self._count += bad
+
+    def _due(self, trainer: L.Trainer, batch_idx: int) -> bool:
+        done = batch_idx + 1
+        val_every = trainer.val_check_batch
+        before_validation = isinstance(val_every, int) and val_every > 0 and done % val_every == 0
+        return done % self.every == 0 or done >= trainer.num_training_batches or before_validation
+
+    def _any_diverged(self, trainer: L.Trainer) -> bool:
+        if self._count is None or self._first is None:
+            return False
+        count = trainer.strategy.reduce(self._count.clone(), reduce_op="sum")
+        if int(count) == 0:  # the one read of the device: every N steps, not every step
+            return False
+        # the earliest non-finite loss of any process, for the message rank 0 reports
+        with warnings.catch_warnings():  # Lightning's all_gather calls a deprecated torch one
+            warnings.filterwarnings("ignore", message=".*all_gather is deprecated")
+            firsts = trainer.strategy.all_gather(self._first).reshape(-1, 2).cpu()
+        batch, value = min((row for row in firsts.tolist() if row[0] >= 0), key=lambda r: r[0])
+        trainer.callback_metrics.update(
+            dict(
+                zip(
+                    DIVERGED_KEYS,
+                    torch.tensor([trainer.current_epoch, batch, value], dtype=torch.float64),
+                    strict=True,
+                )
+            )
+        )
+        self.diverged = True
+        return True
+
+
+def divergence_message(metrics: Mapping[str, Any]) -> str | None:
+    """What DivergenceGuard found, as one paragraph; None when training did not diverge."""
+    if DIVERGED_KEYS[0] not in metrics:
+        return None
+    epoch, batch, value = (float(metrics[key]) for key in DIVERGED_KEYS)
+    return (
+        f"Training diverged: the loss became {value} at epoch {int(epoch)}, batch {int(batch)}. "
+        "Training stopped there, before any checkpoint of the broken weights was written. Try a "
+        "lower optimizer.lr, gradient clipping (trainer.gradient_clip_val=1.0) or a scheduler "
+        "with warm-up."
+    )

@@ -1,0 +1,146 @@
+"""Continuing an interrupted run: its own config from the checkpoint, and what may change on resume.
+
+``train.py ckpt_path=<run>/checkpoints/last.ckpt`` continues the run in its own directory with
+the config stored in the checkpoint (cifarlab.checkpoints.ConfigInCheckpoint); an override that
+would change the run is refused, one that only says where things are or on what hardware is taken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from cifarlab.checkpoints import CONFIG_KEY, load_checkpoint
+from cifarlab.errors import CifarlabError
+
+# where a resumed run may differ from the run it continues: where things are, and on what hardware
+SETUP_KEYS = ("data.root", "paths.*", "trainer.accelerator", "trainer.devices")
+
+
+def _is_setup(key: str) -> bool:
+    return any(key == k or (k.endswith("*") and key.startswith(k[:-1])) for k in SETUP_KEYS)
+
+
+def _leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """Every leaf of a plain config tree by its dotted key (lists are leaves)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    leaves: dict[str, Any] = {}
+    for key, child in value.items():
+        leaves.update(_leaves(child, f"{prefix}.{key}" if prefix else str(key)))
+    return leaves
+
+
+def _get(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _given_value(cfg: DictConfig, key: str) -> Any:
+    """The composed value of ``key`` as plain data; interpolations (values derived from other
+    keys, like ``${paths.output_dir}/checkpoints``) stay unresolved, so they are not compared."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+    if not isinstance(parent, DictConfig):
+        return None
+    return _get(OmegaConf.to_container(parent, resolve=False), leaf)
+
+
+def _relocate(tree: Any, old: str, new: str) -> Any:
+    """Rewrites every path in ``tree`` under ``old`` to lie under ``new`` (a moved run folder)."""
+    if isinstance(tree, dict):
+        return {k: _relocate(v, old, new) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_relocate(v, old, new) for v in tree]
+    if isinstance(tree, str) and (tree == old or tree.startswith(old.rstrip("/") + "/")):
+        return new + tree[len(old) :]
+    return tree
+
+
+def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig:
+    """The config that continues the run a checkpoint came from, or ``cfg`` for a fresh run.
+
+    ``given`` are the command-line overrides (Hydra's). A resumed run keeps its own settings:
+    changing the model, data or schedule halfway would not continue that run, so an override that
+    changes one is refused. An override equal to the run's own value is accepted (the same command
+    plus ``ckpt_path`` resumes), and the setup keys (``SETUP_KEYS``: where the data and outputs
+    are, which hardware) may change, so a run can move to another machine; paths under a moved
+    ``paths.*`` folder (checkpoints, logs) move with it.
+    """
+    path = cfg.get("ckpt_path")
+    if not path:
+        return cfg
+    ckpt = load_checkpoint(path, purpose="Resuming")
+    stored = ckpt.get(CONFIG_KEY)
+    if not isinstance(stored, dict):
+        raise CifarlabError(
+            f"ckpt_path={path} holds no run config, so it cannot be resumed; only checkpoints "
+            "written by train.py can. Evaluate it with eval.py instead."
+        )
+    refused, setup = [], {}
+    for override in OverridesParser.create().parse_overrides(list(given or [])):
+        key = override.get_key_element().lstrip("+~").replace("/", ".")
+        if key == "ckpt_path" or key == "hydra" or key.startswith("hydra."):
+            continue
+        old = _leaves(_get(stored, key), key)
+        new = _leaves(_given_value(cfg, key), key)
+        changed = {
+            k: new.get(k)
+            for k in old.keys() | new.keys()
+            if old.get(k) != new.get(k) and not (isinstance(new.get(k), str) and "${" in new[k])
+        }
+        if any(not _is_setup(k) for k in changed):
+            refused.append(override.input_line)
+        setup.update(changed)
+    if refused:
+        raise CifarlabError(
+            f"ckpt_path={path} continues its run exactly as it was configured, so "
+            f"{' '.join(refused)} cannot apply (only {', '.join(SETUP_KEYS)} may change on "
+            f"resume). Drop {'them' if len(refused) > 1 else 'it'}, or start a new run."
+        )
+    for key, value in sorted(setup.items()):
+        old_value = _get(stored, key)
+        if not key.startswith("trainer.") and isinstance(old_value, str):
+            stored = _relocate(stored, old_value, str(value))
+    resumed = OmegaConf.create(stored)
+    for key, value in setup.items():
+        OmegaConf.update(resumed, key, value, force_add=True)
+    resumed.ckpt_path = str(path)
+    for node in (resumed.get("logger") or {}).values():
+        if node and "tensorboard" in str(node.get("_target_", "")).lower():
+            # events past the checkpoint (logged before the interrupt) are hidden, not doubled;
+            # matches Lightning's class and cifarlab.callbacks.tensorboard_logger
+            node.purge_step = int(ckpt.get("global_step", 0))
+    return resumed
+
+
+def pin_logger_versions(config: dict[str, Any], loggers: list[Any]) -> None:
+    """Writes each TensorBoard logger's folder name into the config stored in checkpoints.
+
+    In a multirun the folder is named by the job's overrides (cifarlab.callbacks), which a resumed
+    job, started as a single run, could not know; Lightning's own class would pick a new
+    ``version_N``. With the name pinned, a resumed run logs into, and purges, its own folder.
+    """
+    nodes = [n for n in (config.get("logger") or {}).values() if n and "_target_" in n]
+    for node, logger in zip(nodes, loggers, strict=False):
+        if isinstance(logger, TensorBoardLogger) and node.get("version") is None:
+            node["version"] = logger.version
+
+
+def interrupted_message(output_dir: Path, last_ckpt: str | None) -> str:
+    if last_ckpt and Path(last_ckpt).is_file():
+        return (
+            f"Training was interrupted; the last completed epoch is saved in {last_ckpt}. "
+            f"Continue the run with: train.py ckpt_path={last_ckpt}"
+        )
+    return (
+        f"Training was interrupted before its first epoch completed, so {output_dir} holds no "
+        "checkpoint to continue from; start the run again."
+    )

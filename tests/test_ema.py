@@ -1,0 +1,81 @@
+"""cifarlab.ema: the average is what validation, checkpoints and the test use; decay ramp and
+lookahead."""
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from cifarlab import build
+from cifarlab.ema import WeightEMA
+from cifarlab.run import train
+
+from .conftest import compose_config, quick_overrides
+
+
+class WeightsAtTest(L.Callback):
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seen = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+
+
+def test_ema_weights_differ_from_the_raw_ones_and_are_the_ones_tested(
+    folder_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = WeightsAtTest()
+    original = build.instantiate_all
+    monkeypatch.setattr(  # the callbacks group gets our recorder, the logger group stays as it is
+        build,
+        "instantiate_all",
+        lambda group, **overrides: [
+            *original(group, **overrides),
+            *([seen] if "model_checkpoint" in group else []),
+        ],
+    )
+    cfg = compose_config(
+        "train",
+        [*quick_overrides(folder_root, tmp_path), "model=bn_cnn", "model.width=4", "ema.decay=0.9"],
+    )
+    metrics = train(cfg)
+    ckpt = torch.load(metrics["best_ckpt"], weights_only=True)
+    average = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    raw = {k[4:]: v for k, v in ckpt["current_model_state"].items() if k.startswith("net.")}
+    assert any(not torch.equal(average[k], raw[k]) for k in average)
+    for name, tested in seen.seen.items():
+        assert torch.equal(tested, average[name]), name
+
+
+def test_ema_decay_ramps_and_lookahead_copies_the_average_back() -> None:
+    ema = WeightEMA(decay=0.8, every_n_steps=5, ramp_power=3, lookahead=True)
+    ema.total_steps = 100
+    assert not ema.should_update(step_idx=3)
+    assert ema.should_update(step_idx=49)
+    assert ema._step_decay == pytest.approx(0.8 * 0.5**3)
+    average, current = torch.zeros(3), torch.ones(3)
+    assert torch.allclose(ema._average(average, current, torch.tensor(1)), torch.full((3,), 0.9))
+    count = torch.tensor(7)
+    assert ema._average(torch.tensor(2), count, torch.tensor(1)) is count
+    with pytest.raises(Exception, match="ema.decay"):
+        WeightEMA(decay=1.0)
+    assert math.isclose(0.95**5, 0.7738, abs_tol=1e-4)
+
+
+def test_lookahead_leaves_the_trained_weights_equal_to_the_average(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """With lookahead the average is copied back after every update, the last one included."""
+    cfg = compose_config(
+        "train",
+        [
+            *quick_overrides(folder_root, tmp_path),
+            "model=bn_cnn",
+            "model.width=4",
+            "ema.decay=0.9",
+            "ema.lookahead=true",
+        ],
+    )
+    ckpt = torch.load(train(cfg)["last_ckpt"], weights_only=True)
+    average, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert average.keys() == raw.keys()
+    assert all(torch.equal(average[k], raw[k]) for k in average)

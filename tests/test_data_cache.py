@@ -76,3 +76,18 @@ def test_truncated_cache_is_rebuilt(tmp_path: Path) -> None:
     again = load_split("folder", root, "test")
     assert torch.equal(again.images, good.images)
     assert torch.load(path, weights_only=True)["images"].shape == good.images.shape
+
+
+def test_a_corrupt_cache_is_rebuilt_not_served(tmp_path: Path) -> None:
+    """Flipped bytes inside the image tensor load without complaint from torch.load."""
+    root = make_folder(tmp_path / "d", n_train=5, n_test=3)
+    good = load_split("folder", root, "test")
+    path = cache_path("folder", root, "test")
+    raw = bytearray(path.read_bytes())
+    stored = bytes(good.images.flatten()[:64].tolist())
+    start = raw.index(stored)
+    raw[start : start + 64] = bytes(255 - b for b in stored)
+    path.write_bytes(bytes(raw))
+    assert not torch.equal(torch.load(path, weights_only=True)["images"], good.images)
+    assert torch.equal(load_split("folder", root, "test").images, good.images)
+    assert torch.equal(torch.load(path, weights_only=True)["images"], good.images)

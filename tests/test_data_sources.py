@@ -81,3 +81,20 @@ def test_non_rgb_image_is_named(tmp_path: Path) -> None:
     Image.new("L", (32, 32)).save(bad)
     with pytest.raises(CifarlabError, match="0001.png"):
         load_split("folder", root, "train")
+
+
+def test_a_folder_without_images_is_named(tmp_path: Path) -> None:
+    for name in ("bird", "cat"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        (tmp_path / "test" / name).mkdir(parents=True)
+    (tmp_path / "train" / "bird" / "notes.txt").write_text("not an image")
+    with pytest.raises(CifarlabError, match=f"No images .* found under {tmp_path / 'train'}"):
+        load_split("folder", tmp_path, "train")
+
+
+def test_an_unreadable_image_is_named(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", n_train=3, n_test=2)
+    bad = root / "test" / "cat" / "0001.png"
+    bad.write_bytes(b"\x89PNG but then nothing")
+    with pytest.raises(CifarlabError, match=f"Cannot decode image {bad}"):
+        load_split("folder", root, "test")

@@ -162,8 +162,9 @@ def test_compiled_model_is_not_recompiled_over_two_epochs(folder_root: Path) -> 
 
     class CountedCompile(ClassifierModule):
         def configure_model(self) -> None:
-            if self.net._compiled_call_impl is None:
+            if not self._net_compiled:
                 self.net.compile(backend=counting_backend)
+                self._net_compiled = True
 
     torch._dynamo.reset()
     dm = datamodule(folder_root, batch_size=20, augment=True)  # 96 = 4 x 20 + 16

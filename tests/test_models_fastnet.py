@@ -85,7 +85,7 @@ def test_untrained_fastnet_without_a_datamodule_is_refused(tmp_path: Path) -> No
     class NoData:
         datamodule = None
 
-    module._trainer = NoData()  # what Lightning sets; the test needs only this attribute
+    module.trainer = NoData()  # what Lightning sets; the test needs only this attribute
     try:
         module.setup("fit")
     except Exception as err:

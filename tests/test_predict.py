@@ -74,6 +74,7 @@ def test_bad_inputs_are_one_paragraph(trained_lenet: dict, tmp_path: Path) -> No
             predict(predict_config(trained_lenet["best_ckpt"], tmp_path / "out", override))
 
 
+@pytest.mark.slow  # 13-52 s; moved out of the default suite to keep it under 5 minutes
 def test_unreadable_file_is_named_others_still_predicted(
     trained_lenet: dict, tmp_path: Path
 ) -> None:

@@ -201,6 +201,7 @@ def keyboard_interrupt() -> None:
     raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # 13-52 s; moved out of the default suite to keep it under 5 minutes
 def test_interrupted_run_resumes_to_the_same_result(
     cifar10_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,6 +12,7 @@ from cifarlab import compare
 from .conftest import run_script, sweep_overrides
 
 
+@pytest.mark.slow  # 13-52 s; moved out of the default suite to keep it under 5 minutes
 def test_sweep_over_seeds_summarizes_each_setting(
     folder_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

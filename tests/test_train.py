@@ -103,6 +103,7 @@ def test_resnet_with_cutout_mixup_and_cutmix_trains_and_evaluates(
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
 
 
+@pytest.mark.slow  # 13-52 s; moved out of the default suite to keep it under 5 minutes
 def test_multirun_sweeps_a_2x2_grid(folder_root: Path, tmp_path: Path) -> None:
     overrides = sweep_overrides(folder_root, tmp_path)
     sweep = tmp_path / "sweep"

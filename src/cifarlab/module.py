@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 from cifarlab.accelerators import check_speed_options
 from cifarlab.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
-from cifarlab.models import build_model
+from cifarlab.models import build_from_config
 from cifarlab.optim import build_optimization
 from cifarlab.tta import check_tta, tta_logits
 
@@ -52,8 +52,7 @@ class ClassifierModule(L.LightningModule):
             )
         check_tta(tta)
         self.tta = tta
-        model_options = {k: v for k, v in model.items() if k not in ("name", "width", "compile")}
-        self.net = build_model(model["name"], len(class_names), model["width"], **model_options)
+        self.net = build_from_config(model, len(class_names))
         self.compile_net = model.get("compile", False)
         self._net_compiled = False  # by configure_model, in this process (see __getstate__)
         # cutout/mixup/cutmix of training batches, seeded by the run's seed (kept in data's)

@@ -26,10 +26,11 @@ class DivergenceGuard(L.Callback):
     """Stops training, on every process together, once a training loss is not a finite number.
 
     Reading the loss back each step would make every step wait for the device, so the check is
-    kept on the device (a count of non-finite losses, and the first one's batch and value) and read
-    every ``check_every_n_steps`` batches, at the last batch of the epoch and before any
-    validation, the only points where the run can save a checkpoint. The count is summed over all
-    processes, so every rank stops at the same batch and none waits in a collective for the others.
+    kept on the device (a count of non-finite losses, the first one's batch and value, and the sum
+    of the losses since the last check) and read every ``check_every_n_steps`` batches, at the
+    last batch of the epoch and before any validation, the only points where the run can save a
+    checkpoint. Count and sum are summed over all processes, so every rank stops at the same batch
+    and none waits in a collective for the others.
 
     Stopping leaves Lightning's loops as an early stop does (``StopIteration``, which Lightning's
     fit and epoch loops end on), before that epoch's validation and before the checkpoint
@@ -79,12 +80,13 @@ class DivergenceGuard(L.Callback):
         """Counts a non-finite loss, keeps the first one's (batch, value) and adds the loss to the
         sum, all on the device."""
         if self._totals is None or self._first is None:
-            self._totals = torch.zeros(2, dtype=torch.float64, device=loss.device)
-            self._first = torch.full((2,), -1.0, dtype=torch.float64, device=loss.device)
+            # float32 (``loss`` is): MPS has no float64, and batch numbers stay exact below 2**24
+            self._totals = torch.zeros(2, dtype=loss.dtype, device=loss.device)
+            self._first = torch.full((2,), -1.0, dtype=loss.dtype, device=loss.device)
         bad = ~torch.isfinite(loss)
-        new = torch.stack((torch.full_like(loss, batch_idx, dtype=torch.float64), loss.double()))
+        new = torch.stack((torch.full_like(loss, batch_idx), loss))
         self._first = torch.where(bad & (self._totals[0] == 0), new, self._first)
-        self._totals += torch.stack((bad.double(), loss.double()))
+        self._totals += torch.stack((bad.float(), loss))
         self._steps += 1
 
     def _due(self, trainer: L.Trainer, batch_idx: int) -> bool:

@@ -130,7 +130,7 @@ def test_mixed_loss_is_the_lam_weighted_sum_and_accuracy_counts_the_dominant_lab
     # seed 3 draws lam < 0.5, so the dominant label is the partner's, not the batch's own
     assert t.lam < 0.5 and (t.y_b != y).any()
     expected = (logits.argmax(1) == t.y_b).float().mean()
-    torch.testing.assert_close(module.train_acc.compute(), expected)
+    torch.testing.assert_close(module.train_epoch_metrics()["train/acc"], expected)
 
 
 def test_mixed_loss_with_label_smoothing_is_the_loss_of_the_mixed_soft_label() -> None:

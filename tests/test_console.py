@@ -1,13 +1,19 @@
 """A quiet console: the network's own summary with real FLOPs, no library tips or noise."""
 
+import itertools
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
+import rich
 import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
 
+from cifarlab import console
 from cifarlab.console import ProgressBar, net_summary
 from cifarlab.divergence import DivergenceGuard
 from cifarlab.models.lenet import LeNet
@@ -65,3 +71,43 @@ def test_progress_bar_shows_the_mean_loss_read_at_each_divergence_check() -> Non
         shown.append(bar.get_metrics(trainer, None).get("loss"))
     # the steps between two checks show the mean loss of the steps up to the check before
     assert shown == [None, None, "2.000", "2.000", "2.000", "5.000", "5.000"]
+
+
+class BarCounts(L.Callback):
+    """The count the bar's training task shows after each batch (this runs after the bar)."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        self.bar = bar
+        self.shown: list[float] = []
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.shown.append(self.bar.train_progress_bar.completed)
+
+
+@pytest.fixture
+def restores_rich_console() -> Iterator[None]:
+    """The bar reconfigures Rich's global console; the default one comes back after the test."""
+    yield
+    rich.reconfigure()
+
+
+def test_the_bar_updates_once_a_refresh_interval_and_at_the_last_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restores_rich_console: None
+) -> None:
+    """A step is 0.03 s on the bar's clock; at 10 refreshes a second, every 4th step updates."""
+    clock = itertools.count(0.0, 0.03)
+    monkeypatch.setattr(console, "monotonic", lambda: next(clock))
+    bar = ProgressBar(refresh_rate=10)
+    counts = BarCounts(bar)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=10,
+        limit_val_batches=0,
+        callbacks=[bar, counts],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(BoringModel())
+    assert counts.shown == [1, 1, 1, 1, 5, 5, 5, 5, 9, 10]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from cifarlab.divergence import DIVERGED_KEYS, DivergenceGuard
 from cifarlab.module import ClassifierModule
 from cifarlab.run import train
 
@@ -47,3 +50,38 @@ def test_divergence_in_the_first_epoch_is_reported_without_a_checkpoint(
     assert metrics["status"] == "diverged" and metrics["best_ckpt"] is None
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+
+
+class DeviceOps(TorchDispatchMode):
+    """Counts the aten ops run under it, but for ``detach`` (an alias: no work on the device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket is not torch.ops.aten.detach:
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_steps_between_checks_cost_no_device_op_and_a_check_finds_the_first_bad_loss() -> None:
+    guard = DivergenceGuard(check_every_n_steps=4)
+    trainer = SimpleNamespace(
+        val_check_batch=100,
+        num_training_batches=100,
+        world_size=1,
+        current_epoch=3,
+        callback_metrics={},
+        strategy=SimpleNamespace(reduce=lambda tensor, reduce_op: tensor, all_gather=lambda t: t),
+    )
+    losses = [torch.tensor(v) for v in (1.0, float("inf"), float("nan"), 4.0)]
+    with DeviceOps() as counted:
+        for idx, loss in enumerate(losses[:3]):
+            guard.on_train_batch_end(trainer, None, {"loss": loss}, None, idx)  # type: ignore[arg-type]
+    assert counted.ops == []
+    with pytest.raises(StopIteration):  # the check, at the fourth step
+        guard.on_train_batch_end(trainer, None, {"loss": losses[3]}, None, 3)  # type: ignore[arg-type]
+    assert guard.diverged
+    epoch, batch, value = (float(trainer.callback_metrics[k]) for k in DIVERGED_KEYS)
+    assert (epoch, batch, value) == (3, 1, float("inf"))

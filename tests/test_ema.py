@@ -3,6 +3,7 @@ lookahead."""
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from cifarlab import build
 from cifarlab.ema import WeightEMA
+from cifarlab.internals import averaged_module, averaged_updates
 from cifarlab.run import train
 
 from .conftest import compose_config, quick_overrides
@@ -52,13 +54,38 @@ def test_ema_decay_ramps_and_lookahead_copies_the_average_back() -> None:
     assert not ema.should_update(step_idx=3)
     assert ema.should_update(step_idx=49)
     assert ema._step_decay == pytest.approx(0.8 * 0.5**3)
-    average, current = torch.zeros(3), torch.ones(3)
-    assert torch.allclose(ema._average(average, current, torch.tensor(1)), torch.full((3,), 0.9))
-    count = torch.tensor(7)
-    assert ema._average(torch.tensor(2), count, torch.tensor(1)) is count
     with pytest.raises(Exception, match="ema.decay"):
         WeightEMA(decay=1.0)
     assert math.isclose(0.95**5, 0.7738, abs_tol=1e-4)
+
+
+def test_the_average_starts_at_the_weights_then_moves_by_the_ramped_decay() -> None:
+    """Updates after the optimizer steps ``should_update`` picks: the first copies the weights,
+    later ones move a ``1 - decay`` share towards them; counts (BatchNorm's batches) are copied."""
+    model = L.LightningModule()
+    model.bn = torch.nn.BatchNorm1d(2)
+    ema = WeightEMA(decay=0.8, every_n_steps=2, ramp_power=1)
+    ema.setup(SimpleNamespace(), model, "fit")  # type: ignore[arg-type]
+    ema.total_steps = 4
+    average = {name: t for name, t in averaged_module(ema).state_dict(keep_vars=True).items()}
+
+    def step(global_step: int, weight: float, batches: int) -> None:
+        with torch.no_grad():
+            model.bn.weight.fill_(weight)
+            model.bn.num_batches_tracked.fill_(batches)
+        trainer = SimpleNamespace(global_step=global_step)
+        ema.on_train_batch_end(trainer, model, None, None, global_step - 1)  # type: ignore[arg-type]
+
+    step(1, 5.0, 1)  # not picked: every 2nd step
+    assert torch.equal(average["bn.weight"], torch.ones(2))
+    step(2, 3.0, 2)  # the first update: a copy
+    assert torch.equal(average["bn.weight"], torch.full((2,), 3.0))
+    step(2, 9.0, 2)  # the same optimizer step again (accumulated gradients): no update
+    assert torch.equal(average["bn.weight"], torch.full((2,), 3.0))
+    step(4, 7.0, 4)  # decay 0.8 * (4 / 4): 0.8 * 3 + 0.2 * 7
+    torch.testing.assert_close(average["bn.weight"], torch.full((2,), 3.8))
+    assert int(average["bn.num_batches_tracked"]) == 4
+    assert int(averaged_updates(ema)) == 2
 
 
 def test_lookahead_leaves_the_trained_weights_equal_to_the_average(

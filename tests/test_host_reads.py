@@ -139,9 +139,17 @@ def restores_rich_console() -> Iterator[None]:
     rich.reconfigure()
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize(
+    ("optimizer", "ema_decay"),
+    [
+        ("sgd", 0.0),
+        ("adamw", 0.0),  # the default, with its step counters on the host
+        ("adamw", 0.99),  # a weight average updated after every step
+    ],
+)
 def test_training_steps_between_divergence_checks_read_nothing_from_the_device(
     optimizer: str,
+    ema_decay: float,
     folder_root: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -159,7 +167,8 @@ def test_training_steps_between_divergence_checks_read_nothing_from_the_device(
             f"trainer.max_epochs={epochs}",
             "trainer.accelerator=cpu",
             "model=lenet",
-            f"optimizer={optimizer}",  # adamw: the default, with its step counters on the host
+            f"optimizer={optimizer}",
+            f"ema.decay={ema_decay}",
             f"divergence_check_every_n_steps={every}",
             "trainer.log_every_n_steps=8",  # log steps among the steps between checks
             # a console Rich takes for a terminal, so that the bar draws as it would for a user

@@ -3,6 +3,7 @@ fails here by name."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -60,3 +61,30 @@ def test_the_averaged_module_is_the_live_average_weight_averaging_updates() -> N
     for averaged, first, current in triples:
         assert averaged is not current
         assert torch.allclose(averaged, first + 0.5)  # the mean of first and first + 1
+
+
+def test_lightning_calls_no_callback_hook_that_is_not_callable(tmp_path: Path) -> None:
+    """What cifarlab.step_hooks relies on: a hook set to None on a callback is skipped."""
+
+    class Steps(L.Callback):
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def on_train_batch_start(self, *args: object) -> None:
+            self.steps += 1
+
+    steps = Steps()
+    steps.on_train_batch_end = None  # type: ignore[assignment]
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        callbacks=[steps],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(BoringModel())
+    assert steps.steps == 3

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pickle
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from cifarlab.module import ClassifierModule
 
@@ -62,3 +64,43 @@ def test_the_net_is_compiled_once_per_process_and_again_in_a_pickled_copy(
     plain = ClassifierModule(model={"name": "lenet", "width": 2}, **args)
     plain.configure_model()
     assert len(compiled) == 2
+
+
+class StepRecord(L.Callback):
+    """Each training step's mean loss, correct predictions and images, as the step saw them."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[float, int, int]] = []
+        self._correct = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with torch.no_grad():  # the weights before the step's update: those the step used
+            self._correct = int((pl_module(batch[0]).argmax(dim=1) == batch[1]).sum())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append((float(outputs["loss"]), self._correct, len(batch[1])))
+
+
+def test_training_loss_and_accuracy_are_means_over_the_epochs_images(tmp_path) -> None:
+    """Batches of 4 and 1 image: the last image counts a fifth, not half."""
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1])
+    record = StepRecord()
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        callbacks=[record],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    net = module(model={"name": "fc512", "width": 8}, optimizer={"name": "sgd", "lr": 0.5})
+    trainer.fit(net, DataLoader(TensorDataset(x, y), batch_size=4))
+    assert [images for *_, images in record.steps] == [4, 1]
+    loss = sum(loss * images for loss, _, images in record.steps) / 5
+    accuracy = sum(correct for _, correct, _ in record.steps) / 5
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(loss, rel=1e-5)
+    assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(accuracy)

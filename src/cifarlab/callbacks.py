@@ -167,7 +167,7 @@ class ImageGrids(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if _tensorboard(trainer) is None or batch_idx != 0 or trainer.global_step != 0:
+        if batch_idx != 0 or trainer.global_step != 0 or _tensorboard(trainer) is None:
             return
         # copies on the device (a slice would keep the whole batch's memory for the epoch)
         self._first_batch = (

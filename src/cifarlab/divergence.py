@@ -25,12 +25,13 @@ def step_loss(outputs: Any) -> torch.Tensor | None:
 class DivergenceGuard(L.Callback):
     """Stops training, on every process together, once a training loss is not a finite number.
 
-    Reading the loss back each step would make every step wait for the device, so the check is
-    kept on the device (a count of non-finite losses, the first one's batch and value, and the sum
-    of the losses since the last check) and read every ``check_every_n_steps`` batches, at the
-    last batch of the epoch and before any validation, the only points where the run can save a
-    checkpoint. Count and sum are summed over all processes, so every rank stops at the same batch
-    and none waits in a collective for the others.
+    Reading the loss back each step would make every step wait for the device, so a step only
+    keeps its loss (the device tensor Lightning hands to ``on_train_batch_end``, no op at all),
+    and the losses are checked every ``check_every_n_steps`` batches, at the last batch of the
+    epoch and before any validation, the only points where the run can save a checkpoint. There
+    the window of losses is stacked, its count of non-finite losses and its sum are summed over
+    all processes and read: one read per check. So every rank stops at the same batch and none
+    waits in a collective for the others.
 
     Stopping leaves Lightning's loops as an early stop does (``StopIteration``, which Lightning's
     fit and epoch loops end on), before that epoch's validation and before the checkpoint
@@ -52,42 +53,28 @@ class DivergenceGuard(L.Callback):
         self.every = check_every_n_steps
         self.diverged = False
         self.mean_loss: float | None = None
-        # on the device: (non-finite losses so far, sum of the losses since the last check)
-        self._totals: torch.Tensor | None = None
-        self._first: torch.Tensor | None = None  # the first non-finite loss's (batch, value)
-        self._steps = 0  # losses summed since the last check
+        # the steps since the last check: their losses (on the device) and batch numbers
+        self._losses: list[torch.Tensor] = []
+        self._batches: list[int] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.diverged = False
         self.mean_loss = None
-        self._totals = self._first = None
-        self._steps = 0
+        self._losses, self._batches = [], []
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         loss = step_loss(outputs)
         if loss is not None:
-            self._record(loss.detach().float(), idx)
+            self._losses.append(loss.detach())
+            self._batches.append(idx)
         if self._due(trainer, idx) and self._any_diverged(trainer):
             raise StopIteration
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.diverged:  # ends the fit loop before the checkpoint callbacks' epoch-end saves
             raise StopIteration
-
-    def _record(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """Counts a non-finite loss, keeps the first one's (batch, value) and adds the loss to the
-        sum, all on the device."""
-        if self._totals is None or self._first is None:
-            # float32 (``loss`` is): MPS has no float64, and batch numbers stay exact below 2**24
-            self._totals = torch.zeros(2, dtype=loss.dtype, device=loss.device)
-            self._first = torch.full((2,), -1.0, dtype=loss.dtype, device=loss.device)
-        bad = ~torch.isfinite(loss)
-        new = torch.stack((torch.full_like(loss, batch_idx), loss))
-        self._first = torch.where(bad & (self._totals[0] == 0), new, self._first)
-        self._totals += torch.stack((bad.float(), loss))
-        self._steps += 1
 
     def _due(self, trainer: L.Trainer, batch_idx: int) -> bool:
         done = batch_idx + 1
@@ -96,22 +83,33 @@ class DivergenceGuard(L.Callback):
         return done % self.every == 0 or done >= trainer.num_training_batches or before_validation
 
     def _any_diverged(self, trainer: L.Trainer) -> bool:
-        if self._totals is None or self._first is None:
+        if not self._losses:
             return False
-        totals = trainer.strategy.reduce(self._totals.clone(), reduce_op="sum")
+        # float32: the loss's own type under mixed precision may be too coarse for a sum, and MPS
+        # has no float64
+        losses = torch.stack(self._losses).float()
+        batches, steps = self._batches, len(self._batches)
+        self._losses, self._batches = [], []
+        finite = torch.isfinite(losses)
+        totals = torch.stack(((~finite).sum().float(), losses.sum()))
+        totals = trainer.strategy.reduce(totals, reduce_op="sum")
         # the one read of the device: every N steps, not every step
         non_finite, loss_sum = totals.tolist()
-        if self._steps:
-            self.mean_loss = loss_sum / (self._steps * trainer.world_size)
-        self._totals[1].zero_()
-        self._steps = 0
+        self.mean_loss = loss_sum / (steps * trainer.world_size)
         if non_finite == 0:
             return False
+        # this process's first non-finite loss as (batch, value), (-1, -1) if none
+        first = [-1.0, -1.0]
+        for batch, value, ok in zip(batches, losses.tolist(), finite.tolist(), strict=True):
+            if not ok:
+                first = [float(batch), value]
+                break
         # the earliest non-finite loss of any process, for the message rank 0 reports
         with warnings.catch_warnings():  # Lightning's all_gather calls a deprecated torch one
             warnings.filterwarnings("ignore", message=".*all_gather is deprecated")
-            firsts = trainer.strategy.all_gather(self._first).reshape(-1, 2).cpu()
-        batch, value = min((row for row in firsts.tolist() if row[0] >= 0), key=lambda r: r[0])
+            firsts = trainer.strategy.all_gather(torch.tensor(first, device=losses.device))
+        rows = firsts.reshape(-1, 2).cpu().tolist()
+        batch, value = min((row for row in rows if row[0] >= 0), key=lambda r: r[0])
         trainer.callback_metrics.update(
             dict(
                 zip(

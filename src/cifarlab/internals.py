@@ -9,13 +9,22 @@ so a library update that changes it fails there, by name, instead of somewhere d
   DDPStrategy keeps its ``start_method`` private too. Only the launcher's class tells them apart.
 - Lightning: the averaged copy of the model that ``WeightAveraging`` keeps. The callback offers no
   accessor for it (it swaps it in for validation and copies it out at the end of fit on its own);
-  cifarlab.ema's ``lookahead`` copies it back into the trained weights after each update.
+  cifarlab.ema updates it, counts its updates in its ``n_averaged`` (saved in checkpoints) and,
+  with ``lookahead``, copies it back into the trained weights after each update.
+- Lightning: how it calls callback hooks. ``_call_callback_hooks`` calls a callback's hook only
+  when ``callable(getattr(callback, name))``, each call inside a profiler context (also when no
+  profiler is set); ``L.Callback`` defines every hook as a method that does nothing, so without
+  that check every callback would cost every step several calls. No public switch turns a hook
+  off; cifarlab.step_hooks sets the ones a callback leaves as they are to None.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import lightning as L
+import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from torch import nn
@@ -34,3 +43,32 @@ def averaged_module(callback: WeightAveraging) -> nn.Module:
     if average is None:
         raise RuntimeError("WeightAveraging keeps an average only once fit has set it up")
     return average.module
+
+
+def switch_off_inherited_hooks(callback: L.Callback, hooks: Iterable[str]) -> list[str]:
+    """Sets to None, on ``callback`` itself, each of ``hooks`` that it inherits unchanged from
+    ``L.Callback`` (a method that does nothing), so Lightning no longer calls it; returns their
+    names. A hook the callback's class overrides, or one set on the instance (as Lightning's
+    ``LambdaCallback`` does), stays."""
+    switched = []
+    for name in hooks:
+        if getattr(getattr(callback, name, None), "__func__", None) is getattr(L.Callback, name):
+            setattr(callback, name, None)
+            switched.append(name)
+    return switched
+
+
+def switch_on_hooks(callback: L.Callback, names: Iterable[str]) -> None:
+    """Undoes ``switch_off_inherited_hooks``: the class's methods are ``callback``'s hooks again."""
+    for name in names:
+        if name in vars(callback) and getattr(callback, name) is None:
+            delattr(callback, name)
+
+
+def averaged_updates(callback: WeightAveraging) -> torch.Tensor:
+    """The device tensor counting the updates of ``callback``'s average (``n_averaged`` of its
+    ``AveragedModel``), as set up at the start of fit."""
+    average = callback._average_model
+    if average is None:
+        raise RuntimeError("WeightAveraging keeps an average only once fit has set it up")
+    return average.n_averaged

@@ -21,6 +21,39 @@ from cifarlab.optim import build_optimization
 from cifarlab.tta import check_tta, tta_logits
 
 
+class EpochSums:
+    """An epoch's training loss and correct predictions, summed over its images on the device.
+
+    A step adds with a few in-place ops: no read of the device, and none of torchmetrics'
+    bookkeeping per update, which costs more than a small network's step. A plain object, not a
+    module: its tensors are no buffers, which a weight average (``ema``) would average too.
+    """
+
+    def __init__(self) -> None:
+        self.loss: torch.Tensor | None = None
+        self.correct: torch.Tensor | None = None
+        self.images = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Adds a batch: its mean ``loss``, and its ``logits`` against ``labels``."""
+        correct = (logits.argmax(dim=1) == labels).sum()
+        if self.loss is None or self.correct is None:
+            self.loss = torch.zeros((), dtype=torch.float32, device=loss.device)
+            self.correct = torch.zeros((), dtype=correct.dtype, device=loss.device)
+        self.loss.add_(loss, alpha=len(labels))
+        self.correct.add_(correct)
+        self.images += len(labels)
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """(loss sum, correct predictions, images) so far, None before the first batch; the sums
+        start again from zero."""
+        if self.loss is None or self.correct is None or not self.images:
+            return None
+        sums = (self.loss, self.correct, self.images)
+        self.loss, self.correct, self.images = None, None, 0
+        return sums
+
+
 class ClassifierModule(L.LightningModule):
     """Trains any registered model with cross-entropy and logs per-class accuracy.
 
@@ -63,10 +96,9 @@ class ClassifierModule(L.LightningModule):
             channels_last=(data or {}).get("channels_last", False),
         )
         n = len(class_names)
-        # per training step these only add on the device: no NaN check or input validation, each
-        # of which reads a value back and makes the step wait (DivergenceGuard watches the loss)
-        self.train_loss = MeanMetric(nan_strategy="disable")
-        self.train_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
+        # the epoch's sums reach these once, at its end; they synchronize the DDP processes
+        self.train_sums = EpochSums()
+        self.train_loss, self.train_acc = MeanMetric(), MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics = self._eval_metrics(n)
         self.test_metrics = self._eval_metrics(n)
@@ -112,6 +144,16 @@ class ClassifierModule(L.LightningModule):
             )
         self.net.init_whitening(datamodule.normalized_train_images(5000))
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Lightning records the hook it is in as ``_current_fx_name`` around every hook it calls,
+        about 50 times a training step. ``nn.Module.__setattr__`` checks every value it is given
+        against parameters, buffers and submodules, several microseconds a time; a hook's name is
+        none of them, so it is stored as a plain attribute, which is what that check ends in."""
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -127,18 +169,28 @@ class ClassifierModule(L.LightningModule):
         loss = targets.loss(
             logits, functools.partial(F.cross_entropy, label_smoothing=self.label_smoothing)
         )
-        # the weight is made on the device: a Python number would be copied there, which waits
-        self.train_loss.update(loss.detach(), torch.full_like(loss.detach(), len(y)))
-        self.train_acc.update(logits.detach(), targets.dominant)
+        self.train_sums.add(loss.detach(), logits.detach(), targets.dominant)
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss.compute(), sync_dist=True)
-        self.log("train/acc", self.train_acc.compute(), sync_dist=True)
-        # for run.py: the count survives ddp_spawn/ddp_fork, which return only callback_metrics
-        self.log("train/epochs", float(self.current_epoch + 1), logger=False, sync_dist=True)
+    def train_epoch_metrics(self) -> dict[str, torch.Tensor]:
+        """The mean training loss and accuracy of the epoch's images on every process; the next
+        epoch starts its sums from zero."""
+        sums = self.train_sums.take()
+        if sums is not None:
+            loss_sum, correct, images = sums
+            # the weight is made on the device: a Python number would be copied there
+            weight = torch.full_like(loss_sum, images)
+            self.train_loss.update(loss_sum / weight, weight)
+            self.train_acc.update(correct / weight, weight)
+        metrics = {"train/loss": self.train_loss.compute(), "train/acc": self.train_acc.compute()}
         self.train_loss.reset()
         self.train_acc.reset()
+        return metrics
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_epoch_metrics(), sync_dist=True)
+        # for run.py: the count survives ddp_spawn/ddp_fork, which return only callback_metrics
+        self.log("train/epochs", float(self.current_epoch + 1), logger=False, sync_dist=True)
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         """Updates the stage's metrics; returns the logits for callbacks (confusion matrix).

@@ -1,4 +1,5 @@
-"""cifarlab.step_hooks: Lightning calls only the per-batch hooks a callback overrides."""
+"""cifarlab.step_hooks: Lightning calls only the per-batch hooks a callback overrides, and a run
+without a profiler builds no profiler context per hook."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.profilers import SimpleProfiler
 
+from cifarlab.accelerators import build_trainer
 from cifarlab.divergence import DivergenceGuard
 from cifarlab.internals import switch_off_inherited_hooks, switch_on_hooks
-from cifarlab.step_hooks import BATCH_HOOKS, SkipIdleHooks
+from cifarlab.step_hooks import BATCH_HOOKS, NoProfiler, SkipIdleHooks
+
+from .conftest import compose_config
 
 
 class LossAfterBackward(L.Callback):
@@ -64,3 +68,19 @@ def test_hooks_a_class_or_an_instance_defines_stay() -> None:
     assert "on_after_backward" not in switch_off_inherited_hooks(mine, BATCH_HOOKS)
     switch_on_hooks(lambdas, switched)
     assert callable(lambdas.on_train_batch_end) and callable(lambdas.on_train_batch_start)
+
+
+def test_runs_without_a_profiler_share_one_no_op_context_and_a_profiler_can_be_asked_for(
+    tmp_path: Path,
+) -> None:
+    overrides = ["trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"]
+    profiler = build_trainer(compose_config("train", overrides).trainer).profiler
+    assert isinstance(profiler, NoProfiler)
+    with (  # nested, as Lightning's hook calls are
+        profiler.profile("[Strategy]b.training_step") as outer,
+        profiler.profile("[Callback]a.on_train_batch_end") as inner,
+    ):
+        assert outer is inner is None
+    assert profiler.profile("one") is profiler.profile("other")
+    simple = compose_config("train", [*overrides, "trainer.profiler=simple"]).trainer
+    assert isinstance(build_trainer(simple).profiler, SimpleProfiler)

@@ -125,16 +125,18 @@ class ProgressBar(RichProgressBar):
         super().__init__(refresh_rate=refresh_rate, **kwargs)
         self._val_acc: float | None = None
         self._next_update = 0.0  # monotonic() time of the next training-batch update
+        self._last_batch = 0  # the epoch's last batch_idx
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._next_update = 0.0
+        self._last_batch = self.total_train_batches - 1
         super().on_train_epoch_start(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         now = monotonic()
-        if now < self._next_update and idx + 1 < self.total_train_batches:
+        if now < self._next_update and idx < self._last_batch:
             return
         if self.refresh_rate > 0:
             self._next_update = now + 1 / self.refresh_rate

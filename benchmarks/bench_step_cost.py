@@ -4,15 +4,25 @@ the raw PyTorch loop, on a network whose compute is negligible, side by side in 
     python benchmarks/bench_step_cost.py --root /path/to/cifar10-jpg [--repeats 5] [--profile]
 
 ``--root`` is a folder-source CIFAR-10 (train/<class>/*.jpg, test/<class>/*.jpg; its decoded cache
-is built on first use). Both sides train ``model=fc512 model.width=1`` (3072 -> 1 -> 10: next to
-no arithmetic, so what is left is the loop's own cost) at batch 128 with AdamW and the one-cycle
-schedule, ``STEPS`` steps an epoch, ``EPOCHS`` epochs, on the same decoded images; the first epoch
-is not timed (warm-up). cifarlab runs with every default feature: the Rich progress bar (drawn to
-stderr as on a terminal), per-class metrics, the divergence guard, both checkpoints, TensorBoard
-scalars and figures, the lr monitor, history.csv and curves.png. An epoch's clock runs from its
-start to the end of its last training step (validation is not a training step). The two sides
-alternate (which goes first, too), so both see the same load; the table gives the median and
-range over the repeats of microseconds per step and of the paired difference.
+is built on first use). Every side trains ``model=fc512 model.width=1`` (3072 -> 1 -> 10: next to
+no arithmetic, so what is left is the loop's own cost) at batch 128 with AdamW and the linear
+one-cycle schedule, ``STEPS`` steps an epoch, ``EPOCHS`` epochs, on the same decoded images; the
+first epoch is not timed (warm-up). The sides:
+
+- the raw loop (benchmarks/raw_loop.py), one epoch per call so that each epoch's CPU time is
+  measured too (its schedule then spans that epoch: the same work per step);
+- Lightning alone: the raw loop's step as a bare LightningModule (no metrics, no logging) in a
+  Trainer with no logger, bar, checkpoint or summary, on cifarlab's data path: the cost of
+  Lightning's loop itself;
+- cifarlab's ``train()`` with every default feature: the Rich progress bar (drawn to stderr as on
+  a terminal), per-class metrics, the divergence guard, both checkpoints, TensorBoard scalars and
+  figures, the lr monitor, history.csv and curves.png.
+
+An epoch's clock runs from its start to the end of its last training step (validation is not a
+training step). The sides take turns (in a rotating order), so all see the same load; the table
+gives the median and range over the repeats of microseconds per step, wall-clock and the process's
+CPU time, and of the paired differences. On CPUs the process first gets the malloc setting that
+cifarlab applies to CPU runs (cifarlab.host_memory), so that no side runs without it.
 
 ``--profile`` adds one more cifarlab run under cProfile, recorded over the timed epochs only, and
 prints where the time of a step goes: by package (own time) and the functions with the most own
@@ -36,10 +46,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from raw_loop import raw_epochs
 
-from cifarlab.data import CIFAR10DataModule
+from cifarlab.data import CIFAR10DataModule, ImageSet
+from cifarlab.host_memory import keep_freed_memory
 from cifarlab.models.fc512 import FC512
 from cifarlab.run import train
 
@@ -140,27 +153,91 @@ def cifarlab_steps(
 
 def raw_loop_steps(root: Path, device: str) -> dict[str, float]:
     """Microseconds per step of the raw loop's timed epochs: the same network, data, optimizer and
-    schedule (cifarlab's defaults: AdamW 3e-3, linear one-cycle). Its CPU time is that of all its
-    epochs (the loop times wall-clock only; its first epoch is no slower than the others)."""
+    schedule (cifarlab's defaults: AdamW 3e-3, linear one-cycle)."""
+    cfg = default_config()
+    split = train_split(root)
+    net = FC512(width=1).to(device)
+    images, labels = split.images.to(device), split.labels.to(device)
+    wall, cpu = [], []
+    for _ in range(EPOCHS):
+        start = time.process_time()
+        wall += raw_epochs(
+            net,
+            images,
+            labels,
+            epochs=1,
+            batch_size=BATCH_SIZE,
+            lr=cfg.optimizer.lr,
+            weight_decay=cfg.optimizer.weight_decay,
+            pct_start=cfg.scheduler.pct_start,
+            max_batches=STEPS,
+        )
+        cpu.append(time.process_time() - start)
+    return {"wall": per_step(wall[1:]), "cpu": per_step(cpu[1:])}
+
+
+class RawStep(L.LightningModule):
+    """The raw loop's training step as a LightningModule, and nothing else."""
+
+    def __init__(self, lr: float, weight_decay: float, pct_start: float) -> None:
+        super().__init__()
+        self.net = FC512(width=1)
+        self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> dict:
+        optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=self.lr,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            pct_start=self.pct_start,
+            anneal_strategy="linear",
+            cycle_momentum=False,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def lightning_steps(root: Path, device: str) -> dict[str, float]:
+    """Microseconds per step of the timed epochs of ``RawStep`` in a bare Trainer, with
+    cifarlab's data module (the same batches as ``train()``)."""
+    cfg = default_config()
+    with tempfile.TemporaryDirectory() as tmp:
+        times = Path(tmp) / "epoch_times.json"
+        trainer = L.Trainer(
+            accelerator=device,
+            devices=1,
+            max_epochs=EPOCHS,
+            limit_train_batches=STEPS,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[StepClock(str(times))],
+            default_root_dir=tmp,
+        )
+        data = CIFAR10DataModule(source="folder", root=str(root), batch_size=BATCH_SIZE)
+        module = RawStep(cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.scheduler.pct_start)
+        trainer.fit(module, datamodule=data)
+        epochs = json.loads(times.read_text())
+    return {clock: per_step(seconds) for clock, seconds in epochs.items()}
+
+
+def default_config() -> DictConfig:
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train")
-    dm = CIFAR10DataModule(source="folder", root=str(root))
-    dm.setup()
-    split = dm.splits["train"]
-    cpu_start = time.process_time()
-    wall = raw_epochs(
-        FC512(width=1).to(device),
-        split.images.to(device),
-        split.labels.to(device),
-        epochs=EPOCHS,
-        batch_size=BATCH_SIZE,
-        lr=cfg.optimizer.lr,
-        weight_decay=cfg.optimizer.weight_decay,
-        pct_start=cfg.scheduler.pct_start,
-        max_batches=STEPS,
-    )
-    cpu = time.process_time() - cpu_start
-    return {"wall": per_step(wall[1:]), "cpu": per_step([cpu / len(wall)] * len(wall))}
+        return compose("train")
+
+
+def train_split(root: Path) -> ImageSet:
+    data = CIFAR10DataModule(source="folder", root=str(root))
+    data.setup()
+    return data.splits["train"]
 
 
 def per_step(epoch_seconds: list[float]) -> float:
@@ -224,27 +301,47 @@ def profile_tables(path: Path, steps: int) -> str:
     return "\n".join(lines)
 
 
+SIDES = {
+    "raw PyTorch loop": raw_loop_steps,
+    "Lightning alone (bare LightningModule and Trainer)": lightning_steps,
+    "cifarlab `train()`, default config": cifarlab_steps,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (both sides)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (every side)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (every side)")
     parser.add_argument("--profile", action="store_true", help="also profile one cifarlab run")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        keep_freed_memory()
+    train_split(args.root)  # builds the decoded cache if it is not there yet
 
-    ours: list[dict[str, float]] = []
-    raw: list[dict[str, float]] = []
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in SIDES}
+    names = list(SIDES)
     for repeat in range(args.repeats):
-        sides = [
-            lambda: ours.append(cifarlab_steps(args.root, args.device)),
-            lambda: raw.append(raw_loop_steps(args.root, args.device)),
-        ]
-        for side in sides if repeat % 2 == 0 else sides[::-1]:
-            side()
-        print(f"repeat {repeat + 1}: cifarlab {ours[-1]}, raw {raw[-1]}", file=sys.stderr)
+        for name in names[repeat % 3 :] + names[: repeat % 3]:
+            results[name].append(SIDES[name](args.root, args.device))
+        print(
+            f"repeat {repeat + 1}: " + ", ".join(f"{n}: {r[-1]}" for n, r in results.items()),
+            file=sys.stderr,
+        )
+    raw, alone, ours = results.values()
+
+    def paired(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{clock: x[clock] - y[clock] for clock in x} for x, y in zip(a, b, strict=True)]
+
+    rows = {
+        **results,
+        "framework cost (cifarlab - raw, paired)": paired(ours, raw),
+        "... of it Lightning's loop (Lightning alone - raw)": paired(alone, raw),
+        "... of it cifarlab's features (cifarlab - Lightning alone)": paired(ours, alone),
+    }
     print(
         f"\ntorch {torch.__version__}, lightning {L.__version__}, {args.device}, "
         f"{torch.get_num_threads()} thread(s); fc512 width 1, batch {BATCH_SIZE}, "
@@ -252,17 +349,9 @@ def main() -> None:
         "repeats\n"
     )
     print("| us per step | wall-clock | CPU time (process) |\n| --- | --- | --- |")
-    rows = {
-        "raw PyTorch loop": raw,
-        "cifarlab `train()`, default config": ours,
-        "framework cost (cifarlab - raw, paired)": [
-            {clock: o[clock] - r[clock] for clock in o} for o, r in zip(ours, raw, strict=True)
-        ],
-    }
     for name, runs in rows.items():
-        print(
-            f"| {name} | {spread([r['wall'] for r in runs])} | {spread([r['cpu'] for r in runs])} |"
-        )
+        walls, cpus = [r["wall"] for r in runs], [r["cpu"] for r in runs]
+        print(f"| {name} | {spread(walls)} | {spread(cpus)} |")
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "steps.prof"

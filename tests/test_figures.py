@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_rgba
 from PIL import Image
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
@@ -82,11 +83,28 @@ def test_prediction_grid_marks_wrong_predictions_red() -> None:
     fig = image_grid_figure(
         images, ["cat", "dog"], torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
     )
-    titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes]
+    (ax,) = fig.axes  # one picture of all the images
+    titles = [(text.get_text(), text.get_color()) for text in ax.texts]
     assert titles[0] == ("GT cat\nPred cat", "tab:green")
     assert titles[1] == ("GT dog\nPred cat", "tab:red")
     assert titles[2][1] == "tab:green"
-    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), images[1].numpy())
+    frames = [(frame.get_edgecolor(), frame.get_linewidth()) for frame in ax.patches]
+    assert frames[1] == (to_rgba("tab:red"), 2.5) and frames[0][0] == to_rgba("tab:green")
+    # each image sits right under its title
+    grid = np.asarray(ax.images[0].get_array())
+    x, y = ax.texts[1].get_position()
+    left, top = round(x - 16), round(y + 1)
+    np.testing.assert_allclose(grid[top : top + 32, left : left + 32], images[1].numpy())
+    pyplot().close(fig)
+
+
+def test_training_grid_titles_are_the_labels() -> None:
+    images = torch.rand(10, 32, 32, 3)
+    fig = image_grid_figure(images, ["cat", "dog"], torch.tensor([0, 1] * 5))
+    (ax,) = fig.axes
+    assert [text.get_text() for text in ax.texts] == ["cat", "dog"] * 5
+    assert not ax.patches  # frames only mark right and wrong predictions
+    assert np.asarray(ax.images[0].get_array()).shape == (2 * 38, 8 * 36, 3)  # 2 rows of 8
     pyplot().close(fig)
 
 

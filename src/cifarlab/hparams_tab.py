@@ -9,11 +9,10 @@ shows first and by default.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.plugins.hparams import plugin_data_pb2
-from torch.utils.tensorboard.summary import hparams as hparams_summary
+if TYPE_CHECKING:  # tensorboard is imported when a run writes to it, not with cifarlab
+    from tensorboard.compat.proto.summary_pb2 import Summary
 
 # the final metrics every run reports in the HParams tab (values come from the logged scalars)
 HPARAMS_METRICS = ("val/acc_best", "test/acc", "val/acc", "test/loss")
@@ -38,6 +37,8 @@ def hparams_summaries(
 ) -> tuple[Summary, Summary, Summary]:
     """The experiment, session-start and session-end summaries of a run; ``swept`` are the config
     keys a multirun varies (empty for a single run)."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
     params = run_hparams(hparams, max_epochs)
     experiment, start, end = hparams_summary(params, dict.fromkeys(HPARAMS_METRICS, 0.0))
     mark_differing(experiment, {c for c, keys in HPARAMS_KEYS.items() if swept & set(keys)})
@@ -46,6 +47,8 @@ def hparams_summaries(
 
 def mark_differing(experiment: Summary, columns: set[str]) -> None:
     """Sets ``differs`` on the experiment's hparam columns named in ``columns``."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
     value = experiment.value[0]
     data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
     for info in data.experiment.hparam_infos:

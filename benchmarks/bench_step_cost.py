@@ -278,8 +278,10 @@ def profile_tables(path: Path, steps: int) -> str:
     for key, (_, _, own, _, _) in stats.items():
         by_owner[owner(key[0])] = by_owner.get(owner(key[0]), 0.0) + own
     total = sum(by_owner.values())
+    calls = sum(calls for _, calls, _, _, _ in stats.values())
     lines = [
-        f"cProfile over {steps} steps: {1e6 * total / steps:,.0f} us per step under the profiler",
+        f"cProfile over {steps} steps: {1e6 * total / steps:,.0f} us per step under the profiler, "
+        f"{calls / steps:,.0f} Python-level function calls per step",
         "",
         "| package | own time, us per step | share |",
         "| --- | --- | --- |",

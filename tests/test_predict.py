@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import cifarlab.predict
+from cifarlab.data.pictures import gray_to_8bit
 from cifarlab.errors import CifarlabError
 from cifarlab.predict import find_inputs, load_image, pick_device, predict
 
@@ -144,6 +145,22 @@ def test_wide_gray_picture_predicts_as_its_8bit_version(tmp_path: Path, name: st
     expected = load_image(tmp_path / "8bit.png").int()
     assert (load_image(tmp_path / name).int() - expected).abs().max() <= 1
     assert expected.min() < 100 < expected.max()  # a gradient, not a flat picture
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected"),
+    [
+        ([0, 25700, 65535], np.uint16, [0, 100, 255]),  # 16-bit: v / 257, even when dark
+        ([0, 100, 200], np.uint16, [0, 0, 1]),
+        ([0, 100, 255], np.int32, [0, 100, 255]),  # 8-bit values stored as I
+        ([0, 25700, 65535], np.int32, [0, 100, 255]),  # 16-bit values stored as I
+        ([-5, 0, 5], np.int32, [0, 128, 255]),  # beyond 0..65535: its own min..max
+        ([0.0, 0.5, 1.0, np.nan], np.float32, [0, 128, 255, 0]),  # F in 0..1; NaN the bottom
+        ([0.0, 1.5, 255.0], np.float32, [0, 2, 255]),  # F in 0..255
+    ],
+)
+def test_wide_gray_scaling_rule(values: list, dtype, expected: list[int]) -> None:
+    assert gray_to_8bit(np.array([values], dtype=dtype)).tolist() == [expected]
 
 
 def test_symlink_loops_and_links_give_each_real_file_once(

@@ -40,7 +40,7 @@ def is_picture_name(name: str) -> bool:
 def why_unreadable(err: BaseException) -> str:
     """A short reason for a per-file error line."""
     if isinstance(err, UnidentifiedImageError):
-        return "not a picture Pillow can read"
+        return "not an image PIL can read"
     return str(err) or type(err).__name__
 
 
@@ -91,9 +91,12 @@ def gray_to_8bit(pixels: np.ndarray) -> np.ndarray:
         if pixels.dtype.kind == "f":
             nominal.insert(0, (0.0, 1.0))
         low, high = next(((lo, hi) for lo, hi in nominal if low >= lo and high <= hi), (low, high))
-    values = np.nan_to_num(pixels.astype(np.float64), nan=low, posinf=high, neginf=low)
-    scale = 255.0 / (high - low) if high > low else 0.0
-    return np.clip(np.rint((values - low) * scale), 0, 255).astype(np.uint8)
+    # float32 in place: exact for 16-bit values, and 4 bytes a pixel on a picture of 89 million
+    values = np.nan_to_num(pixels.astype(np.float32), copy=False, nan=low, posinf=high, neginf=low)
+    values -= low
+    values *= 255.0 / (high - low) if high > low else 0.0
+    np.rint(values, out=values)
+    return np.clip(values, 0, 255, out=values).astype(np.uint8)
 
 
 def _is_wide_gray(mode: str) -> bool:

@@ -117,9 +117,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_targets(ckpt: Path, targets: list[Path], overwrite: bool) -> None:
-    """Refuses to write over the checkpoint (whatever ``overwrite`` says) and, unless
-    ``overwrite=true``, over any file that already exists."""
+def check_targets(ckpt: Path, targets: list[Path], overwrite: bool, suffix: str) -> None:
+    """Refuses to write over the checkpoint (whatever ``overwrite`` says), onto a folder and,
+    unless ``overwrite=true``, over any file that already exists (``suffix``: the format's, for
+    the example name in a message)."""
     for target in targets:
         if _same_file(target, ckpt):
             raise CifarlabError(
@@ -130,8 +131,8 @@ def check_targets(ckpt: Path, targets: list[Path], overwrite: bool) -> None:
             )
         if target.is_dir():
             raise CifarlabError(
-                f"export.py would write {target}, which is a folder. Give output= a file name, "
-                f"e.g. output={target / ckpt.with_suffix('').name}.pth."
+                f"export.py would write {target}, which is a folder. Give output= the name of "
+                f"the file to write, e.g. output={target / ckpt.stem}{suffix}."
             )
         if target.exists() and not overwrite:
             raise CifarlabError(
@@ -179,7 +180,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(cfg.ckpt_path)
     path = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(FORMATS[fmt])
     info_path = path.with_name(path.name + ".json")
-    check_targets(ckpt, [path, info_path], overwrite)
+    check_targets(ckpt, [path, info_path], overwrite, FORMATS[fmt])
     batch = check_batch()
     net = network.net.float().cpu().eval()
     diffs: list[float] = []

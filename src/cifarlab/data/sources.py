@@ -67,35 +67,7 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def folder_classes(root: Path) -> list[str]:
-    """The class names of a folder source: ``train/``'s subfolders, in NFC, sorted."""
-    train = root / "train"
-    if not train.is_dir():
-        raise CifarlabError(
-            f"data.source=folder expects a folder {train} with one subfolder of images per class "
-            f"(and {root / 'test'} alike), but {train} does not exist. Point data.root at a folder "
-            "shaped like train/<class>/*.jpg and test/<class>/*.jpg, e.g. the unpacked "
-            "cifar10-jpg/ archive."
-        )
-    names: dict[str, list[str]] = {}
-    for p in train.iterdir():
-        if p.is_dir() and not _hidden(p.name):
-            names.setdefault(_nfc(p.name), []).append(p.name)
-    if not names:
-        raise CifarlabError(f"{train} holds no class subfolders; expected train/<class>/<images>.")
-    twins = [" and ".join(map(repr, sorted(n))) for n in names.values() if len(n) > 1]
-    if twins:
-        raise CifarlabError(
-            f"{train} has class folders whose names differ only in their Unicode form: "
-            f"{'; '.join(twins)} (one composed, one decomposed, as macOS writes them). They name "
-            "one class: move the images into one of them and remove the other."
-        )
-    return sorted(names)
-
-
-def source_classes(source: str, root: Path) -> list[str]:
-    """Class names of a source, in label order, without reading any image."""
-    return list(CIFAR10_CLASSES) if source == "cifar10" else folder_classes(root)
+_said: set[str] = set()  # a scan runs for the cache check and again to decode: say it once
 
 
 def _some(names: list[str]) -> str:
@@ -127,20 +99,52 @@ class _Skipped:
             log.log(logging.INFO if routine else logging.WARNING, line)
 
 
-_said: set[str] = set()  # a scan runs for the cache check and again to decode: say it once
+def _class_folders_by_nfc(split_dir: Path, skipped: _Skipped) -> dict[str, Path]:
+    """``split_dir``'s class folders by NFC name (hidden entries and loose files are noted in
+    ``skipped``); refuses two whose names differ only in their Unicode form."""
+    spelled: dict[str, list[Path]] = {}
+    for p in sorted(split_dir.iterdir()) if split_dir.is_dir() else []:
+        if _hidden(p.name):
+            skipped.hidden.append(p.name)
+        elif p.is_dir():
+            spelled.setdefault(_nfc(p.name), []).append(p)
+        else:
+            skipped.beside_classes.append(p.name)
+    twins = [" and ".join(repr(p.name) for p in ps) for ps in spelled.values() if len(ps) > 1]
+    if twins:
+        raise CifarlabError(
+            f"{split_dir} has class folders whose names differ only in their Unicode form: "
+            f"{'; '.join(twins)} (one composed, one decomposed, as macOS writes them). They name "
+            "one class: move the images into one of them and remove the other."
+        )
+    return {name: paths[0] for name, paths in spelled.items()}
+
+
+def folder_classes(root: Path) -> list[str]:
+    """The class names of a folder source: ``train/``'s subfolders, in NFC, sorted."""
+    train = root / "train"
+    if not train.is_dir():
+        raise CifarlabError(
+            f"data.source=folder expects a folder {train} with one subfolder of images per class "
+            f"(and {root / 'test'} alike), but {train} does not exist. Point data.root at a folder "
+            "shaped like train/<class>/*.jpg and test/<class>/*.jpg, e.g. the unpacked "
+            "cifar10-jpg/ archive."
+        )
+    classes = sorted(_class_folders_by_nfc(train, _Skipped()))
+    if not classes:
+        raise CifarlabError(f"{train} holds no class subfolders; expected train/<class>/<images>.")
+    return classes
+
+
+def source_classes(source: str, root: Path) -> list[str]:
+    """Class names of a source, in label order, without reading any image."""
+    return list(CIFAR10_CLASSES) if source == "cifar10" else folder_classes(root)
 
 
 def _class_folders(split_dir: Path, classes: Sequence[str], skipped: _Skipped) -> dict[str, Path]:
     """``split_dir``'s class folders by NFC name; refuses a split that lacks one of ``classes``
     or has one that ``train/`` does not."""
-    found: dict[str, Path] = {}
-    for p in sorted(split_dir.iterdir()) if split_dir.is_dir() else []:
-        if _hidden(p.name):
-            skipped.hidden.append(p.name)
-        elif p.is_dir():
-            found[_nfc(p.name)] = p
-        else:
-            skipped.beside_classes.append(p.name)
+    found = _class_folders_by_nfc(split_dir, skipped)
     missing = [c for c in classes if c not in found]
     extra = sorted(set(found) - set(classes))
     problems = []

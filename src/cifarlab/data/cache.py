@@ -26,7 +26,7 @@ from cifarlab.data.sources import (
 from cifarlab.errors import CifarlabError
 from cifarlab.utils import log, write_atomic
 
-CACHE_VERSION = 3  # 2: scandir fingerprint; 3: plus a checksum of the tensors
+CACHE_VERSION = 4  # 2: scandir fingerprint; 3: plus a checksum; 4: folders read by Pillow
 
 
 def _data_cache_dir(source: str, root: Path) -> Path:

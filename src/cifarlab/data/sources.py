@@ -5,19 +5,30 @@ Nothing here caches: ``cifarlab.data.cache`` decides when a source has to be rea
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
 
+from cifarlab.data.pictures import (
+    PICTURE_SUFFIXES,
+    READ_ERRORS,
+    PictureError,
+    as_tensor,
+    open_picture,
+    to_rgb,
+    upright,
+    why_unreadable,
+)
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import usable_cpus
+from cifarlab.utils import log, usable_cpus
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -32,7 +43,6 @@ CIFAR10_CLASSES = (
     "truck",
 )
 SOURCES = ("cifar10", "folder")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_DIR = "cifar-10-batches-py"
 
@@ -46,7 +56,72 @@ class ImageSet:
     classes: list[str]
 
 
+def _nfc(name: str) -> str:
+    """A folder name in Unicode NFC: macOS writes "café" decomposed (NFD), most tools composed;
+    both are one class."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _hidden(name: str) -> bool:
+    """Dot files and folders: .DS_Store, macOS's ._* AppleDouble files, .ipynb_checkpoints."""
+    return name.startswith(".")
+
+
+_said: set[str] = set()  # a scan runs for the cache check and again to decode: say it once
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+
+
+@dataclass
+class _Skipped:
+    """What a split's scan passed over, said in one log line (``say``)."""
+
+    hidden: list[str] = field(default_factory=list)
+    not_images: list[str] = field(default_factory=list)
+    beside_classes: list[str] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+
+    def say(self, folder: Path) -> None:
+        """Hidden files alone are routine (INFO); anything else may be a mistake (WARNING)."""
+        groups = [
+            (self.hidden, "hidden (names starting with '.', such as macOS's ._* files)"),
+            (self.not_images, f"not named as an image ({', '.join(sorted(PICTURE_SUFFIXES))})"),
+            (self.beside_classes, "files beside the class folders"),
+            (self.folders, "folders inside a class folder (not searched)"),
+        ]
+        parts = [f"{len(names)} {what}: {_some(names)}" for names, what in groups if names]
+        line = f"Skipped in {folder}: {'; '.join(parts)}."
+        if parts and line not in _said:
+            _said.add(line)
+            routine = not (self.not_images or self.beside_classes or self.folders)
+            log.log(logging.INFO if routine else logging.WARNING, line)
+
+
+def _class_folders_by_nfc(split_dir: Path, skipped: _Skipped) -> dict[str, Path]:
+    """``split_dir``'s class folders by NFC name (hidden entries and loose files are noted in
+    ``skipped``); refuses two whose names differ only in their Unicode form."""
+    spelled: dict[str, list[Path]] = {}
+    for p in sorted(split_dir.iterdir()) if split_dir.is_dir() else []:
+        if _hidden(p.name):
+            skipped.hidden.append(p.name)
+        elif p.is_dir():
+            spelled.setdefault(_nfc(p.name), []).append(p)
+        else:
+            skipped.beside_classes.append(p.name)
+    twins = [" and ".join(repr(p.name) for p in ps) for ps in spelled.values() if len(ps) > 1]
+    if twins:
+        raise CifarlabError(
+            f"{split_dir} has class folders whose names differ only in their Unicode form: "
+            f"{'; '.join(twins)} (one composed, one decomposed, as macOS writes them). They name "
+            "one class: move the images into one of them and remove the other."
+        )
+    return {name: paths[0] for name, paths in spelled.items()}
+
+
 def folder_classes(root: Path) -> list[str]:
+    """The class names of a folder source: ``train/``'s subfolders, in NFC, sorted."""
     train = root / "train"
     if not train.is_dir():
         raise CifarlabError(
@@ -55,7 +130,7 @@ def folder_classes(root: Path) -> list[str]:
             "shaped like train/<class>/*.jpg and test/<class>/*.jpg, e.g. the unpacked "
             "cifar10-jpg/ archive."
         )
-    classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(_class_folders_by_nfc(train, _Skipped()))
     if not classes:
         raise CifarlabError(f"{train} holds no class subfolders; expected train/<class>/<images>.")
     return classes
@@ -66,55 +141,95 @@ def source_classes(source: str, root: Path) -> list[str]:
     return list(CIFAR10_CLASSES) if source == "cifar10" else folder_classes(root)
 
 
+def _class_folders(split_dir: Path, classes: Sequence[str], skipped: _Skipped) -> dict[str, Path]:
+    """``split_dir``'s class folders by NFC name; refuses a split that lacks one of ``classes``
+    or has one that ``train/`` does not."""
+    found = _class_folders_by_nfc(split_dir, skipped)
+    missing = [c for c in classes if c not in found]
+    extra = sorted(set(found) - set(classes))
+    problems = []
+    if missing:
+        problems.append(
+            f"Class folder {', '.join(str(split_dir / c) for c in missing)} is missing: every "
+            f"class found in {split_dir.parent / 'train'} ({', '.join(classes)}) needs a folder "
+            f"of images in {split_dir} too."
+        )
+    if extra:
+        problems.append(
+            f"{split_dir} has class folders that {split_dir.parent / 'train'} lacks: "
+            f"{', '.join(extra)}. A model trained on train/ can never predict them, so their "
+            f"images cannot be scored: add the classes to train/ or move them out of {split_dir}."
+        )
+    if problems:
+        raise CifarlabError(" ".join(problems))
+    return found
+
+
 def scan_folder(root: Path, split: str, classes: Sequence[str]) -> list[tuple[os.DirEntry, int]]:
     """The image files of a split with their labels, sorted by name within each class.
 
     ``os.scandir`` rather than ``pathlib``: 60,000 files are listed and stat-ed on every start to
-    check the cache, and that must take a fraction of a second.
+    check the cache, and that must take a fraction of a second. Hidden files, files of other
+    suffixes and nested folders are passed over and said in one log line.
     """
+    skipped = _Skipped()
+    class_dirs = _class_folders(root / split, classes, skipped)
     files: list[tuple[os.DirEntry, int]] = []
     for label, name in enumerate(classes):
-        class_dir = root / split / name
-        if not class_dir.is_dir():
-            raise CifarlabError(
-                f"Class folder {class_dir} is missing: every class found in {root / 'train'} "
-                f"({', '.join(classes)}) needs a folder of images in {root / split} too."
-            )
+        class_dir = class_dirs[name]
+        images = []
         with os.scandir(class_dir) as entries:
-            images = [
-                e
-                for e in entries
-                if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
-            ]
+            for e in entries:
+                shown = f"{class_dir.name}/{e.name}"
+                if _hidden(e.name):
+                    skipped.hidden.append(shown)
+                elif e.is_dir():
+                    skipped.folders.append(shown)
+                elif os.path.splitext(e.name)[1].lower() in PICTURE_SUFFIXES:
+                    images.append(e)
+                else:
+                    skipped.not_images.append(shown)
         files.extend((e, label) for e in sorted(images, key=lambda e: e.name))
+    skipped.say(root / split)
     if not files:
         raise CifarlabError(
-            f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root / split}/<class>/. "
-            "Check data.root."
+            f"No images ({', '.join(sorted(PICTURE_SUFFIXES))}) found under "
+            f"{root / split}/<class>/. Check data.root."
         )
     return files
 
 
-def _decode_one(path: Path) -> torch.Tensor:
+def _decode_one(path: Path) -> torch.Tensor | str:
+    """A training image as (3, 32, 32) uint8 RGB, read as ``cifarlab.data.pictures`` reads every
+    picture (any mode), or why it cannot be one. The size is checked from the header, before a
+    pixel is decoded."""
     try:
-        image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise CifarlabError(
-            f"Cannot decode image {path} ({err}). Remove or replace the file."
-        ) from None
-    if tuple(image.shape) != (3, 32, 32):
-        raise CifarlabError(
-            f"Image {path} has shape {tuple(image.shape)} (channels, height, width), but every "
-            "image must be a 32x32 RGB image (3, 32, 32). Convert or remove it."
-        )
-    return image
+        with open_picture(path) as image:
+            if image.size != (32, 32):
+                width, height = image.size
+                return f"{path} is {width}x{height} pixels, not 32x32"
+            return as_tensor(to_rgb(upright(image)))
+    except (PictureError, *READ_ERRORS) as err:
+        return f"{path} cannot be decoded ({why_unreadable(err)})"
 
 
 def read_folder(root: Path, split: str, classes: Sequence[str]) -> ImageSet:
-    """Every image of a folder split, decoded on all usable cores."""
+    """Every image of a folder split, decoded on all usable cores; every file that cannot be used
+    is named, in one paragraph."""
     files = [(Path(e.path), label) for e, label in scan_folder(root, split, classes)]
     with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
         images = list(pool.map(_decode_one, (p for p, _ in files), chunksize=256))
+    failures = [image for image in images if isinstance(image, str)]
+    if failures:
+        shown = "; ".join(failures[:5]) + (
+            f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        )
+        raise CifarlabError(
+            f"{len(failures)} of the {len(files)} images under {root / split} cannot be used: "
+            f"{shown}. Every image of a training folder must be a 32x32 picture that Pillow "
+            "reads (any mode: RGB, grayscale, palette, 16-bit, with transparency, ...); resize, "
+            "replace or remove these files."
+        )
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return ImageSet(torch.stack(images), labels, list(classes))
 

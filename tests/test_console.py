@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cifarlab.console import ProgressBar, net_summary
+from cifarlab.divergence import DivergenceGuard
 from cifarlab.models.lenet import LeNet
 from cifarlab.run import train
 
@@ -46,10 +47,21 @@ def test_training_prints_no_tips_and_no_library_deprecations(
     assert "val_metrics" not in out  # not Lightning's summary of the LightningModule
 
 
-def test_progress_bar_shows_running_loss_and_last_val_acc() -> None:
-    bar = ProgressBar()
+def test_progress_bar_shows_the_mean_loss_read_at_each_divergence_check() -> None:
+    guard = DivergenceGuard(check_every_n_steps=3)
     trainer = SimpleNamespace(
-        loggers=[], progress_bar_metrics={}, callback_metrics={"val/acc": torch.tensor(0.4567)}
+        callbacks=[guard],
+        loggers=[],
+        progress_bar_metrics={},
+        val_check_batch=100,
+        num_training_batches=100,
+        world_size=1,
+        strategy=SimpleNamespace(reduce=lambda tensor, reduce_op: tensor),
     )
-    bar._loss = torch.tensor(1.23456)
-    assert bar.get_metrics(trainer, None) == {"loss": "1.235", "val/acc": "0.457"}
+    bar = ProgressBar()
+    shown = []
+    for idx, loss in enumerate([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]):
+        guard.on_train_batch_end(trainer, None, torch.tensor(loss), None, idx)
+        shown.append(bar.get_metrics(trainer, None).get("loss"))
+    # the steps between two checks show the mean loss of the steps up to the check before
+    assert shown == [None, None, "2.000", "2.000", "2.000", "5.000", "5.000"]

@@ -150,22 +150,37 @@ class ClassFigures(L.Callback):
 
 class ImageGrids(L.Callback):
     """Training images as the model sees them (augmented, then un-normalized) with their labels,
-    logged once at the start of training, and test images of every class with ground truth and
+    from the first training batch, and test images of every class with ground truth and
     prediction (about ``num_images`` in all), logged at the end of testing.
+
+    The first batch's images stay on the device until the first epoch ends: copying them to the
+    host at once would make the first step wait for the GPU, while the epoch's end reads from
+    the device anyway.
     """
 
     def __init__(self, num_images: int = 32) -> None:
         self.num_images = num_images
+        self._first_batch: tuple[torch.Tensor, torch.Tensor] | None = None
         self._picked: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._counts: list[int] = []
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        logger = _tensorboard(trainer)
-        if logger is None or batch_idx != 0 or trainer.global_step != 0:
+        if _tensorboard(trainer) is None or batch_idx != 0 or trainer.global_step != 0:
             return
-        images, labels = batch[0][: self.num_images], batch[1][: self.num_images]
+        # copies on the device (a slice would keep the whole batch's memory for the epoch)
+        self._first_batch = (
+            batch[0][: self.num_images].clone(),
+            batch[1][: self.num_images].clone(),
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = _tensorboard(trainer)
+        if logger is None or self._first_batch is None:
+            return
+        images, labels = self._first_batch
+        self._first_batch = None
         shown = _unnormalize(images, pl_module.hparams.data.get("normalize", "cifar10"))
         fig = image_grid_figure(shown, pl_module.class_names, labels.cpu())
         logger.experiment.add_figure("train/samples", fig, 0)

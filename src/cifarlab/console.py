@@ -1,5 +1,5 @@
 """A console that shows the run, not the libraries: no tips or deprecation noise, a summary of the
-network itself (parameters and FLOPs), a progress bar with the running loss and the last val/acc.
+network itself (parameters and FLOPs), a progress bar with the training loss and the last val/acc.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cifarlab.divergence import step_loss
+from cifarlab.divergence import DivergenceGuard
 
 # messages that come from how Lightning 2.6 and torch 2.15 talk to each other or advertise, not
 # from anything a cifarlab user can change
@@ -103,26 +103,33 @@ class NetSummary(ModelSummary):
 
 
 class ProgressBar(RichProgressBar):
-    """Rich progress bar showing the training loss of the latest step and the last val/acc."""
+    """Rich progress bar showing the training loss and the last val/acc, from values already on
+    the host.
+
+    Lightning asks for the bar's metrics after every training batch, so a bar that turned a device
+    tensor into text there would make every step wait for the GPU. Instead, ``loss`` is the mean
+    training loss that DivergenceGuard reads at each of its checks (every
+    ``divergence_check_every_n_steps`` steps, at the end of every epoch and before validation,
+    where the run reads from the device anyway): the mean of the steps since the check before.
+    ``val/acc`` is read once when a validation ends.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._loss: torch.Tensor | None = None
+        self._val_acc: float | None = None
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        loss = step_loss(outputs)
-        if loss is not None:
-            self._loss = loss.detach()  # read (one device sync) only when the bar is drawn
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        val_acc = trainer.callback_metrics.get("val/acc")
+        if val_acc is not None and not trainer.sanity_checking:
+            self._val_acc = float(val_acc)  # validation has just waited for the device
+        super().on_validation_end(trainer, pl_module)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        if self._loss is not None:
-            items["loss"] = f"{float(self._loss):.3f}"
-        val_acc = trainer.callback_metrics.get("val/acc")
-        if val_acc is not None:
-            items["val/acc"] = f"{float(val_acc):.3f}"
+        guard = next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard)), None)
+        if guard is not None and guard.mean_loss is not None:
+            items["loss"] = f"{guard.mean_loss:.3f}"
+        if self._val_acc is not None:
+            items["val/acc"] = f"{self._val_acc:.3f}"
         return items

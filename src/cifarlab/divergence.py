@@ -26,16 +26,21 @@ class DivergenceGuard(L.Callback):
     """Stops training, on every process together, once a training loss is not a finite number.
 
     Reading the loss back each step would make every step wait for the device, so the check is
-    kept on the device (a count of non-finite losses, and the first one's batch and value) and read
-    every ``check_every_n_steps`` batches, at the last batch of the epoch and before any
-    validation, the only points where the run can save a checkpoint. The count is summed over all
-    processes, so every rank stops at the same batch and none waits in a collective for the others.
+    kept on the device (a count of non-finite losses, the first one's batch and value, and the sum
+    of the losses since the last check) and read every ``check_every_n_steps`` batches, at the
+    last batch of the epoch and before any validation, the only points where the run can save a
+    checkpoint. Count and sum are summed over all processes, so every rank stops at the same batch
+    and none waits in a collective for the others.
 
     Stopping leaves Lightning's loops as an early stop does (``StopIteration``, which Lightning's
     fit and epoch loops end on), before that epoch's validation and before the checkpoint
     callbacks' ``on_train_epoch_end`` (this callback's hook runs first: Lightning calls
     checkpoint callbacks last). So no checkpoint of the broken weights is written, ``fit`` returns
     normally under every strategy, and ``diverged/*`` in ``trainer.callback_metrics`` says where.
+
+    The same read brings the training loss to the host: ``mean_loss`` is the mean loss of the steps
+    since the check before (over all processes), which the progress bar shows. Showing the loss so
+    costs no read of its own, and no step between two checks waits for the device.
     """
 
     def __init__(self, check_every_n_steps: int = 100) -> None:
@@ -46,12 +51,17 @@ class DivergenceGuard(L.Callback):
             )
         self.every = check_every_n_steps
         self.diverged = False
-        self._count: torch.Tensor | None = None
-        self._first: torch.Tensor | None = None
+        self.mean_loss: float | None = None
+        # on the device: (non-finite losses so far, sum of the losses since the last check)
+        self._totals: torch.Tensor | None = None
+        self._first: torch.Tensor | None = None  # the first non-finite loss's (batch, value)
+        self._steps = 0  # losses summed since the last check
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.diverged = False
-        self._count = self._first = None
+        self.mean_loss = None
+        self._totals = self._first = None
+        self._steps = 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
@@ -67,14 +77,17 @@ class DivergenceGuard(L.Callback):
             raise StopIteration
 
     def _record(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """Counts a non-finite loss and keeps the first one's (batch, value), all on the device."""
-        if self._count is None or self._first is None:
-            self._count = torch.zeros((), dtype=torch.int32, device=loss.device)
-            self._first = torch.full((2,), -1.0, dtype=torch.float64, device=loss.device)
+        """Counts a non-finite loss, keeps the first one's (batch, value) and adds the loss to the
+        sum, all on the device."""
+        if self._totals is None or self._first is None:
+            # float32 (``loss`` is): MPS has no float64, and batch numbers stay exact below 2**24
+            self._totals = torch.zeros(2, dtype=loss.dtype, device=loss.device)
+            self._first = torch.full((2,), -1.0, dtype=loss.dtype, device=loss.device)
         bad = ~torch.isfinite(loss)
-        new = torch.stack((torch.full_like(loss, batch_idx, dtype=torch.float64), loss.double()))
-        self._first = torch.where(bad & (self._count == 0), new, self._first)
-        self._count += bad
+        new = torch.stack((torch.full_like(loss, batch_idx), loss))
+        self._first = torch.where(bad & (self._totals[0] == 0), new, self._first)
+        self._totals += torch.stack((bad.float(), loss))
+        self._steps += 1
 
     def _due(self, trainer: L.Trainer, batch_idx: int) -> bool:
         done = batch_idx + 1
@@ -83,10 +96,16 @@ class DivergenceGuard(L.Callback):
         return done % self.every == 0 or done >= trainer.num_training_batches or before_validation
 
     def _any_diverged(self, trainer: L.Trainer) -> bool:
-        if self._count is None or self._first is None:
+        if self._totals is None or self._first is None:
             return False
-        count = trainer.strategy.reduce(self._count.clone(), reduce_op="sum")
-        if int(count) == 0:  # the one read of the device: every N steps, not every step
+        totals = trainer.strategy.reduce(self._totals.clone(), reduce_op="sum")
+        # the one read of the device: every N steps, not every step
+        non_finite, loss_sum = totals.tolist()
+        if self._steps:
+            self.mean_loss = loss_sum / (self._steps * trainer.world_size)
+        self._totals[1].zero_()
+        self._steps = 0
+        if non_finite == 0:
             return False
         # the earliest non-finite loss of any process, for the message rank 0 reports
         with warnings.catch_warnings():  # Lightning's all_gather calls a deprecated torch one

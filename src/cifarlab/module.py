@@ -17,7 +17,7 @@ from cifarlab.accelerators import check_speed_options
 from cifarlab.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_from_config
-from cifarlab.optim import build_optimization
+from cifarlab.optim import build_optimization, optimizer_steps_per_epoch
 from cifarlab.tta import check_tta, tta_logits
 
 
@@ -116,8 +116,6 @@ class ClassifierModule(L.LightningModule):
         return self.net(x)
 
     def on_train_epoch_start(self) -> None:
-        if hasattr(self.net, "set_epoch"):
-            self.net.set_epoch(self.current_epoch)
         self.batch_aug.reseed(self.current_epoch, self.global_rank)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
@@ -208,4 +206,5 @@ class ClassifierModule(L.LightningModule):
             self.hparams.optimizer,
             self.hparams.scheduler,
             total_steps=lambda: int(self.trainer.estimated_stepping_batches),
+            steps_per_epoch=lambda: optimizer_steps_per_epoch(self.trainer),
         )

@@ -24,7 +24,7 @@ import shlex
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,15 +147,33 @@ def open_storage(
             return JournalStorage(JournalFileBackend(url))
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat's
-            return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        return _rdb_storage(url, heartbeat_interval, grace_period)
     except Exception as err:  # a wrong URL, a missing database driver, an unreachable server
         raise CifarlabError(
             f"hydra.sweeper.storage={url!r} could not be opened ({type(err).__name__}: {err}). "
             "Give an SQLAlchemy URL (sqlite:///search.db; postgresql://user:password@host/db with "
             "its driver installed) or the path of a journal file (search.journal)."
         ) from err
+
+
+def _rdb_storage(url: str, heartbeat_interval: int | None, grace_period: int | None) -> RDBStorage:
+    """RDBStorage, tried again when workers started together race to create the tables of a new
+    database: Optuna creates them unguarded (optuna/optuna#1092), and the loser of the race fails
+    on the table or version row the winner just made, which the next try finds in place."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    attempts = 5
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat's
+                return RDBStorage(
+                    url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+                )
+        except (IntegrityError, OperationalError, ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
 
 
 def trial_id(storage: BaseStorage, study_name: str, number: int) -> int:
@@ -293,20 +311,19 @@ class RunningTrial:
     """A trial this worker asked for, and what its jobs returned so far."""
 
     trial: Trial
-    overrides: list[str]
     outcomes: list[JobOutcome]
 
 
 class Search:
     """One worker of a study: the loop of ask, launch, tell; settings as in
-    conf/hydra/sweeper/optuna.yaml (``check_jobs`` composes a batch of jobs before it runs)."""
+    conf/hydra/sweeper/optuna.yaml (``report`` is read by the jobs themselves, cifarlab.pruning,
+    from the same config)."""
 
     def __init__(
         self,
         *,
         config: DictConfig,
         launcher: Launcher,
-        check_jobs: Callable[[Sequence[Sequence[str]]], None],
         sampler: optuna.samplers.BaseSampler,
         pruner: optuna.pruners.BasePruner,
         study_name: str,
@@ -334,7 +351,7 @@ class Search:
             raise CifarlabError(
                 f"hydra.sweeper.direction={direction!r} must be maximize or minimize."
             )
-        self.config, self.launcher, self.check_jobs = config, launcher, check_jobs
+        self.config, self.launcher = config, launcher
         self.sampler, self.pruner = sampler, pruner
         self.study_name, self.metric, self.direction = str(study_name), str(metric), direction
         self.n_trials, self.n_jobs = n_trials, n_jobs
@@ -441,23 +458,11 @@ class Search:
         ]
 
     def _launch(self, jobs: list[tuple[RunningTrial, list[str]]]) -> None:
-        """Runs one batch of jobs through Hydra's launcher; each outcome goes to its trial."""
-        runnable = []
+        """Runs one batch of jobs through Hydra's launcher; each outcome goes to its trial, read
+        from the job's directory, where the jobs of every launcher leave their files."""
+        self.launcher.launch([overrides for _, overrides in jobs], initial_job_idx=self.job_idx)
+        self.job_idx += len(jobs)
         for running, overrides in jobs:
-            try:
-                self.check_jobs([overrides])
-                runnable.append((running, overrides))
-            except Exception as err:  # a value from the space the config does not accept
-                error = f"{type(err).__name__}: {err}"
-                running.outcomes.append(
-                    JobOutcome("failed", None, None, None, None, error, self.sweep_dir)
-                )
-        if not runnable:
-            return
-        # the outcomes come from the job directories, where every launcher's jobs leave them
-        self.launcher.launch([o for _, o in runnable], initial_job_idx=self.job_idx)
-        self.job_idx += len(runnable)
-        for running, overrides in runnable:
             subdir = next(o for o in overrides if o.startswith("hydra.sweep.subdir="))
             job_dir = self.sweep_dir / subdir.split("=", 1)[1]
             running.outcomes.append(job_outcome(job_dir, self.metric))
@@ -465,12 +470,13 @@ class Search:
     def _run_trials(self, trials: list[Trial]) -> None:
         """The first seed of every trial, then the other seeds of those that completed it (a
         pruned or failed first seed ends its trial); then each trial is told."""
-        running = [RunningTrial(t, [], []) for t in trials]
+        running = [RunningTrial(t, []) for t in trials]
         try:
             self._launch([(r, self.job_overrides(r.trial, 0)) for r in running])
             more = [r for r in running if r.outcomes[0].status == "completed"]
             for index in range(1, len(self.seeds)):
-                self._launch([(r, self.job_overrides(r.trial, index)) for r in more])
+                if more:
+                    self._launch([(r, self.job_overrides(r.trial, index)) for r in more])
         except BaseException:
             # Ctrl-C, SIGTERM, a launcher error: these trials have no result and leave their place
             for r in running:
@@ -517,7 +523,7 @@ class Search:
         if best is None:
             return ""
         keep = [
-            a for a in self.arguments if not a.startswith(("hparams_search=", "search.", "+search"))
+            a for a in self.arguments if not a.startswith(("hparams_search=", "search."))
         ]
         params = [override(k, v) for k, v in best.params.items()]
         seeds = best.user_attrs.get(SEEDS) or []

@@ -44,7 +44,7 @@ SUMMARY_COLUMNS = (
     "output_dir",
 )
 # completed jobs first, then the ones that ran but are not to be trusted, then the ones that broke
-STATUS_ORDER = {"completed": 0, "diverged": 1, "failed": 2, "incomplete": 3}
+STATUS_ORDER = {"completed": 0, "pruned": 1, "diverged": 2, "failed": 3, "incomplete": 4}
 
 
 def swept_keys() -> set[str]:
@@ -201,8 +201,8 @@ class SweepCallback(Callback):
     Args:
         isolate_failures: a job that raises is recorded as ``failed`` (with its message) and
             reported to the sweeper as a job that returned nothing, so Hydra's sweeper goes on with
-            the remaining jobs instead of re-raising the first error. The Optuna sweeper then
-            marks that trial as failed (see ``max_failure_rate`` in conf/hparams_search/).
+            the remaining jobs instead of re-raising the first error. A search
+            (cifarlab.search) records that trial as failed and goes on.
     """
 
     def __init__(self, isolate_failures: bool = True) -> None:

@@ -40,10 +40,4 @@ class OptunaSearchSweeper(Sweeper):
         from cifarlab.search import Search
 
         assert self.config is not None
-        search = Search(
-            config=self.config,
-            launcher=self.launcher,
-            check_jobs=self.validate_batch_is_legal,
-            **self.settings,
-        )
-        return search.run(arguments)
+        return Search(config=self.config, launcher=self.launcher, **self.settings).run(arguments)

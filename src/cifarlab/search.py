@@ -522,9 +522,7 @@ class Search:
         best = best_trial(study)
         if best is None:
             return ""
-        keep = [
-            a for a in self.arguments if not a.startswith(("hparams_search=", "search."))
-        ]
+        keep = [a for a in self.arguments if not a.startswith(("hparams_search=", "search."))]
         params = [override(k, v) for k, v in best.params.items()]
         seeds = best.user_attrs.get(SEEDS) or []
         seed = [f"seed={seeds[0]}"] if seeds else []

@@ -291,3 +291,14 @@ def test_searched_keys_have_hparams_columns() -> None:
     content = start.value[0].metadata.plugin_data.content
     values = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
     assert values["loss.label_smoothing"].number_value == pytest.approx(0.1)
+
+
+def test_a_mistake_in_the_search_is_one_paragraph(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_search(monkeypatch, tmp_path / "sweep", "model.width=8,16")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: model.width=8,16: a search takes its parameters from hydra.sweeper.params" in err
+    assert "Traceback" not in err and not (tmp_path / "sweep" / "optuna.db").exists()

@@ -7,12 +7,16 @@ search itself is ``cifarlab.search.Search``, imported when a sweep starts.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+from cifarlab.errors import CifarlabError
 
 
 class OptunaSearchSweeper(Sweeper):
@@ -37,7 +41,17 @@ class OptunaSearchSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Runs the search; a mistake in its settings ends it with one paragraph and exit code 2
+        (``HYDRA_FULL_ERROR=1`` keeps the traceback), as a mistake in a single run does."""
         from cifarlab.search import Search
 
         assert self.config is not None
-        return Search(config=self.config, launcher=self.launcher, **self.settings).run(arguments)
+        try:
+            return Search(config=self.config, launcher=self.launcher, **self.settings).run(
+                arguments
+            )
+        except CifarlabError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"\nerror: {err}\n", file=sys.stderr)
+            sys.exit(2)

@@ -122,15 +122,20 @@ def test_a_stored_config_naming_foreign_code_is_refused_by_resume_and_run_by_not
 ) -> None:
     ckpt = torch.load(trained, weights_only=True)
     marker = tmp_path / "code-ran"
-    shell = {"_target_": "os.system", "command": f"touch {marker}"}
-    decoded = f"${{oc.decode:'{{_target_: os.system, command: touch {marker}}}'}}"
-    for name, node in (("foreign", shell), ("decoded", decoded)):
+    # Path(marker).touch(): code that Hydra's own target blocklist lets through
+    touch = {"_target_": "pathlib.Path.touch", "_args_": [{"_target_": "pathlib.Path"}]}
+    touch["_args_"][0]["_args_"] = [str(marker)]
+    decoded = (  # the same, hidden in a string that only resolving the config turns into a node
+        "${oc.decode:'{_target_: pathlib.Path.touch, _args_: [{_target_: pathlib.Path, "
+        f"_args_: [{marker}]}}]}}'}}"
+    )
+    for name, node in (("foreign", touch), ("decoded", decoded)):
         evil = tmp_path / f"{name}.ckpt"
         torch.save(with_stored(ckpt, "callbacks", "progress_bar", node), evil)
         with pytest.raises(
             CifarlabError,
             match=f"ckpt_path={evil} cannot be resumed: its config builds "
-            "callbacks.progress_bar from os.system, which is none of the classes",
+            "callbacks.progress_bar from pathlib.Path.touch, which is none of the classes",
         ):
             train(compose_config("train", [f"ckpt_path={evil}"]))
         assert not marker.exists(), name

@@ -103,9 +103,12 @@ def build_eval_task(
     return datamodule, module
 
 
-def _check_known(ckpt_path: str, what: str, stored: dict[str, Any], built: type) -> None:
+def _check_known(ckpt_path: str, what: str, stored: dict[str, Any], built: Any) -> None:
     """Refuses stored settings that ``built`` does not take: a checkpoint of another version."""
-    unknown = sorted(set(stored) - set(inspect.signature(built).parameters))
+    parameters = inspect.signature(built).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return  # takes any setting
+    unknown = sorted(set(stored) - {p.name for p in parameters})
     if unknown:
         raise CifarlabError(
             f"ckpt_path={ckpt_path} was written by another version of cifarlab: its {what} hold "

@@ -133,11 +133,11 @@ def load_checkpoint(path: str | None, purpose: str = "eval.py") -> dict[str, Any
     except Exception as err:
         # torch names the first object it refused: "Unsupported global: GLOBAL a.b.C ..."
         refused = re.search(r"GLOBAL ([\w.]+)", str(err))
-        holds = f"it holds a {refused[1]} object, which" if refused else "it holds objects that"
+        asks = f"its pickle asks for {refused[1]}" if refused else "it cannot be read as one"
         raise CifarlabError(
-            f"ckpt_path={path} is not a checkpoint cifarlab can load safely: {holds} only "
-            f"running code could rebuild ({type(err).__name__}; only tensors and plain "
-            "containers are accepted). Pass a .ckpt written by train.py."
+            f"ckpt_path={path} is not a checkpoint cifarlab can load safely: {asks}, while only "
+            f"tensors and plain containers are accepted ({type(err).__name__}). Pass a .ckpt "
+            "written by train.py."
         ) from None
     problem = checkpoint_problem(ckpt)
     if problem:

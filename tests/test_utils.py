@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import resource
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarlab.utils import FileWriteError, save_torch, temp_path, write_atomic
+from cifarlab.utils import FileWriteError, save_torch, temp_path, write_atomic, write_json
 
 
 @contextmanager
@@ -61,12 +62,16 @@ def test_a_write_the_disk_refuses_names_the_path_and_keeps_the_old_file(tmp_path
     assert message.startswith(f"Could not write {target}: File too large.")
     assert "The previous last.ckpt is unchanged" in message
     assert torch.load(target, weights_only=True)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # and no temporary file
     assert str(pickle.loads(pickle.dumps(refused.value))) == message  # joblib sends it back
 
     beside_a_file = tmp_path / "last.ckpt" / "metrics.json"  # a folder that cannot exist
-    with pytest.raises(FileWriteError, match=f"Could not write {beside_a_file}: "):
-        write_atomic(beside_a_file, lambda tmp: tmp.write_text("{}"))
+    named = re.escape(f"{beside_a_file}: File exists ({beside_a_file.parent})")
+    with pytest.raises(FileWriteError, match=named):
+        write_json(beside_a_file, {"status": "completed"})
+    (tmp_path / "metrics.json").mkdir()
+    with pytest.raises(FileWriteError, match=f"{tmp_path / 'metrics.json'}: Is a directory"):
+        write_json(tmp_path / "metrics.json", {"status": "completed"})
 
 
 def test_a_killed_writers_temp_file_goes_at_the_next_write_of_its_target(tmp_path: Path) -> None:

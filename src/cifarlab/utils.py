@@ -32,15 +32,21 @@ class FileWriteError(CifarlabError):
     def __init__(self, path: Path, cause: OSError) -> None:
         self.path, self.cause = Path(path), cause
         self.reason = cause.strerror or str(cause)
+        at = Path(cause.filename) if isinstance(cause.filename, str) else None
+        # the system names the file it refused; a parent folder is worth naming, our temp is not
+        where = f" ({at})" if at and at != self.path and at.parent != self.path.parent else ""
         kept = f" The previous {self.path.name} is unchanged." if self.path.is_file() else ""
-        if cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            remedy = f"make {self.path.parent} writable or write elsewhere"
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            remedy = "free space on that disk (or raise the quota)"
         elif cause.errno == errno.EFBIG:
             remedy = "raise the file size limit (ulimit -f) or write to another file system"
+        elif cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            remedy = f"make {self.path.parent} writable or write elsewhere"
         else:
-            remedy = "free space on that disk (or raise the quota)"
+            remedy = f"make sure {self.path} can be written as a file (or write elsewhere)"
         super().__init__(
-            f"Could not write {self.path}: {self.reason}.{kept} To go on, {remedy} and run again."
+            f"Could not write {self.path}: {self.reason}{where}.{kept} To go on, {remedy} and run "
+            "again."
         )
 
     def __reduce__(self) -> tuple[type, tuple[Path, OSError]]:

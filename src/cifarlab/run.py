@@ -7,6 +7,7 @@ checkpoint is tested, and rank 0 writes metrics.json and the per-class chart.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from cifarlab.module import ClassifierModule
 from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
 from cifarlab.resume import interrupted_message, resume_config
 from cifarlab.tune import check_tune, find_lr
-from cifarlab.utils import log, write_json
+from cifarlab.utils import FileWriteError, log, write_json
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -49,7 +50,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return find_lr(cfg, module, datamodule, output_dir)
     trainer = build_fit_trainer(cfg)
     log.info("Output directory: %s", output_dir)
-    fit(trainer, module, datamodule, cfg, start)
+    try:
+        fit(trainer, module, datamodule, cfg, start)
+    except FileWriteError as err:  # a full disk or a folder gone read-only
+        record_failed_write(trainer, output_dir, err, start)
+        raise
     outcome = fit_outcome(trainer, module, cfg, start)
     if outcome["status"] == "diverged" and not outcome["best_ckpt"]:
         if trainer.is_global_zero:
@@ -163,6 +168,30 @@ def record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> None
         },
     )
     print(f"\n{message}\n", file=sys.stderr)
+
+
+def record_failed_write(
+    trainer: L.Trainer, output_dir: Path, err: FileWriteError, start: float
+) -> None:
+    """metrics.json says the run failed, why, and what is kept, when it can still be written
+    (rank 0 only): a full disk may refuse it too, and then the error on stderr is the record."""
+    if not trainer.is_global_zero:
+        return
+    best, last = (p if p and Path(p).is_file() else None for p in checkpoint_paths(trainer))
+    resume = f" Continue from the last completed epoch: train.py ckpt_path={last}" if last else ""
+    with contextlib.suppress(FileWriteError):
+        write_json(
+            output_dir / "metrics.json",
+            {
+                "status": "failed",
+                "message": f"{err}{resume}",
+                "epochs": trainer.current_epoch,
+                "wall_time_s": round(time.perf_counter() - start, 2),
+                "best_ckpt": best,
+                "last_ckpt": last,
+                "output_dir": str(output_dir),
+            },
+        )
 
 
 def _command_line_overrides() -> list[str] | None:

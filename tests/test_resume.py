@@ -405,3 +405,20 @@ def test_sigterm_then_resume_through_train_py(folder_root: Path, tmp_path: Path)
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["status"] == "completed" and saved["epochs"] == 3
     assert sorted(p.name for p in record.iterdir()) == [".hydra", "train.log"]
+
+
+@pytest.mark.parametrize("written_by", ["another grouping", "another scheduler class"])
+def test_a_training_state_of_another_version_is_named_not_crashed_on(
+    trained_lenet: dict, folder_root: Path, tmp_path: Path, written_by: str
+) -> None:
+    ckpt = torch.load(trained_lenet["last_ckpt"], weights_only=True)
+    if written_by == "another grouping":  # e.g. fastnet's whitening bias before its own group
+        groups = ckpt["optimizer_states"][0]["param_groups"]
+        groups[0]["params"] = groups[0]["params"] + groups.pop(1)["params"]
+    else:  # e.g. OneCycleLR's state where this version keeps a LambdaLR
+        ckpt["lr_schedulers"][0].pop("lr_lambdas")
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    with pytest.raises(CifarlabError, match="cannot be resumed by this version") as refused:
+        train(compose_config("train", [f"ckpt_path={old}", f"paths.output_dir={tmp_path}"]))
+    assert "eval.py" in str(refused.value)

@@ -193,7 +193,7 @@ def test_a_failed_check_keeps_the_file_it_would_have_replaced(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt", "m.pt"]
 
 
-@pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript", "onnx"])
 def test_an_export_the_disk_refuses_names_the_path_and_the_reason(tmp_path: Path, fmt: str) -> None:
     ckpt = make_checkpoint(tmp_path / "lenet.ckpt", "lenet", 6)
     with file_size_limit(), pytest.raises(CifarlabError) as refused:

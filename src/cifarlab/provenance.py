@@ -33,7 +33,7 @@ PROVENANCE_FILE = "provenance.json"
 DIFF_FILE = "git_diff.patch"
 CHECKPOINT_KEY = "cifarlab_provenance"
 GIT_TIMEOUT_S = 10
-DISTRIBUTIONS = {"torch": "torch", "lightning": "lightning", "hydra": "hydra-core"}
+DISTRIBUTIONS = {"lightning": "lightning", "hydra": "hydra-core"}
 
 
 class _GitFailed(Exception):
@@ -82,7 +82,11 @@ def git_state(folder: Path = SOURCE_DIR, git: str = "git") -> tuple[dict[str, An
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
+    """Python's, torch's (with its build, e.g. ``+cu132``), Lightning's and Hydra's versions."""
+    import torch
+
+    # str(): torch's TorchVersion would not load with weights_only=True from a checkpoint
+    found = {"python": platform.python_version(), "torch": str(torch.__version__)}
     for name, distribution in DISTRIBUTIONS.items():
         try:
             found[name] = importlib.metadata.version(distribution)

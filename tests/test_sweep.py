@@ -96,8 +96,10 @@ def test_the_summary_is_rewritten_as_each_job_starts_and_ends(tmp_path: Path) ->
         }
         assert rows["2"]["overrides"] == "optimizer.lr=0.001"
         assert "## Not finished: 3 of 3 planned jobs" in md
+        last = sweep / "0" / "checkpoints" / "last.ckpt"
         assert commands(md) == [
-            f"train.py optimizer.lr=0.1 model.width=4 hydra.run.dir={sweep}/0-rerun",
+            f"if [ -f {last} ]; then train.py ckpt_path={last}; "
+            f"else train.py optimizer.lr=0.1 model.width=4 hydra.run.dir={sweep}/0-rerun; fi",
             f"train.py optimizer.lr=0.01 model.width=4 hydra.run.dir={sweep}/1",
             f"train.py optimizer.lr=0.001 model.width=4 hydra.run.dir={sweep}/2",
             f"python -m cifarlab.sweep {sweep}",
@@ -180,7 +182,9 @@ def test_a_killed_sweep_keeps_its_finished_jobs_and_says_how_to_run_the_rest(
     ]
     assert "## Not finished: 2 of 3 planned jobs" in md
     rerun, rest, rewrite = commands(md)
-    assert rerun.endswith(f"hydra.run.dir={sweep}/1-rerun")
+    last = sweep / "1" / "checkpoints" / "last.ckpt"
+    assert rerun.startswith(f"if [ -f {last} ]; then train.py ckpt_path={last}; else train.py ")
+    assert rerun.endswith(f"hydra.run.dir={sweep}/1-rerun; fi")
     assert f"data.root={folder_root}" in rerun and "optimizer.lr=0.01 " in rerun
     assert "optimizer.lr=0.001 " in rest and rest.endswith(f"hydra.run.dir={sweep}/2")
     assert rewrite == f"python -m cifarlab.sweep {sweep}"

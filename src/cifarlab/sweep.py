@@ -231,12 +231,11 @@ class Unfinished:
     command: str
 
 
-def _last_checkpoint(job_dir: Path) -> Path | None:
+def _last_checkpoint(job_dir: Path) -> Path:
+    """Where a job keeps its latest epoch: the last.ckpt its metrics.json names (an interrupted
+    run), else conf/callbacks' ``<job>/checkpoints/last.ckpt``; it may not exist (yet)."""
     named = _read_json(job_dir / "metrics.json").get("last_ckpt")
-    for path in (named, job_dir / "checkpoints" / "last.ckpt"):
-        if path and Path(path).is_file():
-            return Path(path)
-    return None
+    return Path(named) if named else job_dir / "checkpoints" / "last.ckpt"
 
 
 def _start_command(plan: SweepPlan, overrides: Sequence[str], run_dir: Path) -> str:
@@ -259,7 +258,11 @@ def unfinished_jobs(
     """The jobs that have not finished: started and not ended (no job.json, no final
     metrics.json), and, where the plan lists every job, the ones not started. A job counts as
     finished once any folder of the sweep holds a finished run of its overrides (one run again
-    by hand counts too)."""
+    by hand counts too).
+
+    The summary is written as jobs start and end, and a job killed later (the OOM killer) writes
+    nothing more, so a started job's command decides when it runs: continue from its last.ckpt if
+    there is one by then, else run the job again in a new folder beside it."""
     sweep_dir = sweep_dir.resolve()
     started = {Path(r["output_dir"]).name: job_overrides(Path(r["output_dir"])) for r in rows}
     finished = Counter(
@@ -271,13 +274,14 @@ def unfinished_jobs(
         overrides = started[job_dir.name]
         if row["status"] in FINISHED or finished[tuple(overrides)] > 0:
             continue
-        ckpt = _last_checkpoint(job_dir)
-        if ckpt is not None:
-            state = f"{row['status']}; continues from {ckpt.name}"
-            command = shlex.join([plan.script, f"ckpt_path={ckpt.resolve()}"])
-        else:
-            state = f"{row['status']}; no checkpoint, runs again from the start"
-            command = _start_command(plan, overrides, _free_folder(job_dir))
+        ckpt = _last_checkpoint(job_dir).resolve()
+        resume = shlex.join([plan.script, f"ckpt_path={ckpt}"])
+        if ckpt.is_file():  # a checkpoint is replaced by a newer one, never taken away
+            state, command = f"{row['status']}; continues from {ckpt.name}", resume
+        else:  # it may still save one (running), or have been stopped before its first
+            state = f"{row['status']}; continues from {ckpt.name} once it has one, else runs again"
+            again = _start_command(plan, overrides, _free_folder(job_dir))
+            command = f"if [ -f {shlex.quote(str(ckpt))} ]; then {resume}; else {again}; fi"
         waiting.append(Unfinished(job_dir.name, row["overrides"], state, command))
     present = Counter(tuple(o) for o in started.values())
     for num, overrides in enumerate(plan.jobs or []):

@@ -108,17 +108,23 @@ def check_run_folder(
             found = [record_subdir]  # another process started in this folder just now
     if found:
         last = run_dir / "checkpoints" / "last.ckpt"
-        resume = (
-            f", or continue that run from its checkpoint with train.py ckpt_path={last} "
-            "(it goes on in its own folder)"
-            if resumes and last.is_file()
-            else ""
-        )
+        if resumes and last.is_file():
+            other = (
+                f", or continue that run from its checkpoint with train.py ckpt_path={last} "
+                "(it goes on in its own folder)"
+            )
+        elif found == [record_subdir]:
+            other = (
+                ", or remove that folder if it is the record of a run of yours that stopped "
+                "before it saved anything (e.g. at a mistake in its input)"
+            )
+        else:
+            other = ""
         raise CifarlabError(
             f"hydra.run.dir={run_dir} already holds another run ({', '.join(found)}), and a run "
             "never writes into another's folder: its config record, metrics and checkpoints "
             "would be mixed with this one's. Give a folder of its own (another hydra.run.dir, "
-            f"or leave hydra.run.dir out for a new time-named one){resume}."
+            f"or leave hydra.run.dir out for a new time-named one){other}."
         )
 
 

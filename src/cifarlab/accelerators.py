@@ -183,8 +183,8 @@ def sigterm_reaches_workers(trainer: L.Trainer) -> Iterator[None]:
     the workers to end. The workers inherit the handler (fork) and Lightning calls it after its
     own; it does nothing outside this process. Other launches are left to Lightning.
     """
-    workers = in_process_workers(trainer.strategy)
-    if workers is None or threading.current_thread() is not threading.main_thread():
+    in_process = in_process_workers(trainer.strategy) is not None
+    if not in_process or threading.current_thread() is not threading.main_thread():
         yield
         return
     job_pid, received = os.getpid(), []

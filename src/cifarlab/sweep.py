@@ -342,7 +342,7 @@ def unfinished_markdown(sweep_dir: Path, waiting: Sequence[Unfinished], planned:
         "in its own folder); the last one rewrites this summary with them.\n",
         "| job | overrides | state |",
         "| --- | --- | --- |",
-        *(f"| {_cell('job', w.job)} | {_cell('', w.overrides)} | {w.state} |" for w in waiting),
+        *(f"| {w.job} | {_cell('overrides', w.overrides)} | {w.state} |" for w in waiting),
         "",
         "```bash",
         *(w.command for w in waiting),

@@ -32,7 +32,7 @@ SOURCE_DIR = Path(__file__).resolve().parent
 PROVENANCE_FILE = "provenance.json"
 DIFF_FILE = "git_diff.patch"
 CHECKPOINT_KEY = "cifarlab_provenance"
-GIT_TIMEOUT_S = 10
+COMMAND_TIMEOUT_S = 10
 DISTRIBUTIONS = {"lightning": "lightning", "hydra": "hydra-core"}
 
 
@@ -47,7 +47,7 @@ def _git(folder: Path, git: str, *args: str) -> str:
         [git, "-C", str(folder), *args],
         capture_output=True,
         text=True,
-        timeout=GIT_TIMEOUT_S,
+        timeout=COMMAND_TIMEOUT_S,
         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
         check=False,
     )
@@ -70,7 +70,8 @@ def git_state(folder: Path = SOURCE_DIR, git: str = "git") -> tuple[dict[str, An
     except FileNotFoundError:
         return {"git_commit": f"unknown (git not found: {git})", "git_dirty": None}, ""
     except subprocess.TimeoutExpired:
-        return {"git_commit": f"unknown (git took over {GIT_TIMEOUT_S} s)", "git_dirty": None}, ""
+        slow = f"unknown (git took over {COMMAND_TIMEOUT_S} s)"
+        return {"git_commit": slow, "git_dirty": None}, ""
     except _GitFailed as err:
         why = "not a git checkout" if "not a git repository" in str(err) else f"git failed: {err}"
         return {"git_commit": f"unknown ({why.splitlines()[0]})", "git_dirty": None}, ""
@@ -109,7 +110,7 @@ def cpu_model() -> str:
                 ["sysctl", "-n", "machdep.cpu.brand_string"],
                 capture_output=True,
                 text=True,
-                timeout=GIT_TIMEOUT_S,
+                timeout=COMMAND_TIMEOUT_S,
                 check=False,
             ).stdout.strip()
             if found:

@@ -29,6 +29,7 @@ from cifarlab.ema import WeightEMA
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule
 from cifarlab.optim import build_optimizer
+from cifarlab.provenance import RunProvenance, own_folder
 from cifarlab.resume import pin_logger_versions
 from cifarlab.utils import to_plain_dict
 
@@ -153,7 +154,8 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer of a training run, with the callbacks that keep its results safe: the config
-    and random states in every checkpoint, the divergence check, atomic checkpoint writes."""
+    and random states in every checkpoint, the divergence check, the provenance (run folder and
+    checkpoints), atomic checkpoint writes."""
     callbacks = build_callbacks(cfg)
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
@@ -164,6 +166,7 @@ def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
         ConfigInCheckpoint(stored),
         RandomStates(),
         DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
+        RunProvenance(own_folder(cfg)),
     ]
     return build_trainer(
         cfg.trainer,

@@ -20,7 +20,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from cifarlab.accelerators import build_trainer
+from cifarlab.accelerators import build_trainer, sigterm_reaches_workers
 from cifarlab.build import build_eval_task, build_fit_trainer, build_task
 from cifarlab.callbacks import stop_reason
 from cifarlab.checkpoints import checkpoint_paths, load_checkpoint
@@ -28,6 +28,13 @@ from cifarlab.console import quiet_console
 from cifarlab.divergence import divergence_message
 from cifarlab.loggers import finish_runs
 from cifarlab.module import ClassifierModule
+from cifarlab.provenance import (
+    CHECKPOINT_KEY,
+    RunProvenance,
+    describe_commit,
+    own_folder,
+    record_run,
+)
 from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
 from cifarlab.resume import interrupted_message, resume_config
 from cifarlab.tune import check_tune, find_lr
@@ -47,6 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = build_task(cfg)
     check_tune(cfg.get("tune"))
     if cfg.get("tune"):
+        record_run(own_folder(cfg), device=cfg.trainer.get("accelerator", "auto"))
         return find_lr(cfg, module, datamodule, output_dir)
     trainer = build_fit_trainer(cfg)
     log.info("Output directory: %s", output_dir)
@@ -80,11 +88,13 @@ def fit(
     start: float,
 ) -> None:
     """``trainer.fit``, from ``ckpt_path`` when resuming; an interrupt (Ctrl-C, SIGTERM) is
-    recorded and ends the job with exit code 130/143."""
+    recorded and ends the job with exit code 130/143, also where ddp_spawn/ddp_fork workers train
+    (a SIGTERM to this process reaches them: cifarlab.accelerators.sigterm_reaches_workers)."""
     try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
+        with sigterm_reaches_workers(trainer):
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+            )
     except SystemExit as err:
         # Lightning ends fit on Ctrl-C / SIGTERM by SystemExit, after its hooks ran
         if trainer.state.status != TrainerStatus.INTERRUPTED:
@@ -209,7 +219,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
     datamodule, module = build_eval_task(cfg, ckpt)
     L.seed_everything(cfg.seed, workers=True)
-    trainer = build_trainer(cfg.trainer, logger=False, callbacks=[])
+    trainer = build_trainer(cfg.trainer, logger=False, callbacks=[RunProvenance(own_folder(cfg))])
+    made_by = ckpt.get(CHECKPOINT_KEY) or {"git_commit": "unknown (the checkpoint records none)"}
+    if trainer.is_global_zero:
+        print(f"Checkpoint {cfg.ckpt_path} was trained at commit {describe_commit(made_by)}")
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     model = ckpt["hyper_parameters"]["model"]["name"]
     return report_results(
@@ -221,6 +234,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         {
             "status": "completed",
             "ckpt_path": str(cfg.ckpt_path),
+            "ckpt_commit": made_by.get("git_commit"),
+            "ckpt_dirty": made_by.get("git_dirty"),
             "model": model,
             "wall_time_s": round(time.perf_counter() - start, 2),
             "output_dir": str(output_dir),

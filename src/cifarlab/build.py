@@ -22,7 +22,12 @@ from lightning.pytorch.callbacks import (
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
-from cifarlab.checkpoints import AtomicCheckpointIO, ConfigInCheckpoint, RandomStates
+from cifarlab.checkpoints import (
+    AtomicCheckpointIO,
+    ConfigInCheckpoint,
+    RandomStates,
+    ResumableTrainingState,
+)
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.divergence import DivergenceGuard
 from cifarlab.ema import WeightEMA
@@ -165,6 +170,7 @@ def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
     safety = [
         ConfigInCheckpoint(stored),
         RandomStates(),
+        ResumableTrainingState(),
         DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
         RunProvenance(own_folder(cfg)),
     ]

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from cifarlab.errors import CifarlabError
+from cifarlab.optim import resume_problem
 from cifarlab.utils import save_torch, write_atomic
 
 CONFIG_KEY = "cifarlab_config"
@@ -113,6 +114,26 @@ class RandomStates(L.Callback):
         random.setstate((version, tuple(internal), gauss))
         kind, keys, pos, has_gauss, cached = states["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+class ResumableTrainingState(L.Callback):
+    """Names a checkpoint whose optimizer or schedule state this version cannot continue.
+
+    Lightning restores the optimizer and the schedule after the callbacks' ``on_load_checkpoint``;
+    without this check, a checkpoint of another cifarlab version that grouped the parameters or
+    kept the schedule differently would end deep inside torch's ``load_state_dict``.
+    """
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        problem = resume_problem(checkpoint, pl_module.net, pl_module.hparams.optimizer)
+        if problem:
+            raise CifarlabError(
+                f"This checkpoint cannot be resumed by this version of cifarlab: {problem}. Its "
+                "weights still load: test it with eval.py, use it with predict.py or export.py, "
+                "or start a new run with the same settings."
+            )
 
 
 def load_checkpoint(path: str | None, purpose: str = "eval.py") -> dict[str, Any]:

@@ -10,7 +10,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
@@ -18,7 +17,7 @@ from cifarlab.accelerators import check_speed_options
 from cifarlab.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_from_config
-from cifarlab.optim import build_optimization, optimizer_steps_per_epoch, resume_problem
+from cifarlab.optim import build_optimization, optimizer_steps_per_epoch
 from cifarlab.tta import check_tta, tta_logits
 
 
@@ -190,16 +189,6 @@ class ClassifierModule(L.LightningModule):
         checkpoint["val_acc_best"] = self.val_acc_best.max_value.detach().cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning restores the optimizer and schedule after this hook: a state this version
-        # cannot continue is named here rather than by torch's load_state_dict
-        if self.trainer.state.fn == TrainerFn.FITTING:
-            problem = resume_problem(checkpoint, self.net, self.hparams.optimizer)
-            if problem:
-                raise CifarlabError(
-                    f"This checkpoint cannot be resumed by this version of cifarlab: {problem}. "
-                    "Its weights still load: test it with eval.py, use it with predict.py or "
-                    "export.py, or start a new run with the same settings."
-                )
         self.val_acc_best.update(checkpoint["val_acc_best"])
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:

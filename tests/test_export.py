@@ -20,6 +20,7 @@ from cifarlab.module import ClassifierModule
 from cifarlab.trained import load_network
 
 from .conftest import compose_config
+from .test_utils import file_size_limit, limit_file_size
 
 
 class Net(nn.Module):
@@ -190,3 +191,14 @@ def test_a_failed_check_keeps_the_file_it_would_have_replaced(
         run_export(ckpt, "torchscript", tmp_path, "overwrite=true")
     assert (tmp_path / "m.pt").read_bytes() == b"an earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt", "m.pt"]
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript", "onnx"])
+def test_an_export_the_disk_refuses_names_the_path_and_the_reason(tmp_path: Path, fmt: str) -> None:
+    ckpt = make_checkpoint(tmp_path / "lenet.ckpt", "lenet", 6)
+    with file_size_limit(), pytest.raises(CifarlabError) as refused:
+        limit_file_size(4096)  # far below LeNet's 250 kB of weights, as on a full disk
+        run_export(ckpt, fmt, tmp_path)
+    message = str(refused.value)
+    assert str(tmp_path / "lenet") in message and "File too large" in message
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -191,14 +191,20 @@ def test_two_workers_on_one_storage_share_n_trials(tmp_path: Path) -> None:
         sys.executable,
         search_worker.__file__,
         "hparams_search=optuna_lr_width",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",  # one folder for both, as SLURM array tasks
         f"hydra.sweeper.storage={url}",
         "hydra.sweeper.n_trials=6",
         f"+fake.runs_log={runs_log}",
         f"+fake.barrier={barrier}",
         "+fake.workers=2",
     ]
-    workers = [subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [*command, f"hydra.sweep.dir={tmp_path / f'sweep{n}'}"],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(2)
+    ]
     for worker in workers:
         _, err = worker.communicate(timeout=240)
         assert worker.returncode == 0, err.decode()[-3000:]
@@ -209,7 +215,8 @@ def test_two_workers_on_one_storage_share_n_trials(tmp_path: Path) -> None:
     ran = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(ran) == 6 and {t.number for t in ran} == set(range(6))
     assert all(t.state == TrialState.FAIL for t in study.trials if t.number >= 6)
-    assert len(table(tmp_path / "sweep")) == 6
+    for n in range(2):  # each worker's table lists the whole study
+        assert [r["number"] for r in table(tmp_path / f"sweep{n}")] == [str(i) for i in range(6)]
 
 
 def test_n_seeds_evaluates_each_parameter_set_on_every_seed(

@@ -29,7 +29,7 @@ from torch import nn
 from cifarlab.errors import CifarlabError
 from cifarlab.models import INPUT_SIZE
 from cifarlab.trained import Network, load_network
-from cifarlab.utils import write_atomic, write_json
+from cifarlab.utils import save_torch, write_atomic, write_json
 
 FORMATS = {"state_dict": ".pth", "torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4  # largest |exported - PyTorch| accepted on the check batch
@@ -75,7 +75,8 @@ def _export_torchscript(net: nn.Module, path: Path, batch: torch.Tensor) -> floa
         # torch 2.15 marks TorchScript deprecated (a FutureWarning per call); the README says so
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
         traced = torch.jit.trace(net, batch[:2])
-        torch.jit.save(traced, str(path))
+        with open(path, "wb") as f:  # a Python file keeps the system's reason for a failed write
+            torch.jit.save(traced, f)
         loaded = torch.jit.load(str(path))
     with torch.inference_mode():
         return _max_diff(loaded(batch), net(batch))
@@ -189,7 +190,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         """Writes the export to ``tmp`` and checks it there, so a failed check leaves whatever
         ``path`` held untouched."""
         if fmt == "state_dict":
-            torch.save(portable_state_dict(network), tmp)
+            save_torch(portable_state_dict(network), tmp)
             return
         diff = (_export_torchscript if fmt == "torchscript" else _export_onnx)(net, tmp, batch)
         if not diff <= TOLERANCE:

@@ -167,6 +167,34 @@ def optimizer_steps_per_epoch(trainer: L.Trainer) -> int:
     return math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
 
 
+def resume_problem(
+    checkpoint: dict[str, Any], net: nn.Module, optimizer_cfg: dict[str, Any]
+) -> str | None:
+    """Why training cannot continue from ``checkpoint``'s optimizer and schedule state with this
+    version's parameter groups and schedule, or None when it can.
+
+    Another version of cifarlab may have grouped the parameters differently or kept the schedule
+    in another class; torch would then fail deep inside ``load_state_dict``. The weights of such a
+    checkpoint still load (eval.py, predict.py, export.py): only the training state differs.
+    """
+    stored = checkpoint.get("optimizer_states") or []
+    if stored:
+        sizes = [len(group["params"]) for group in stored[0].get("param_groups", [])]
+        expected = [len(group["params"]) for group in param_groups(net, optimizer_cfg)]
+        if sizes != expected:
+            return (
+                f"its optimizer state has parameter groups of {sizes} parameters, where this "
+                f"version makes groups of {expected}"
+            )
+    for state in checkpoint.get("lr_schedulers") or []:
+        if not isinstance(state, dict) or "lr_lambdas" not in state:
+            return (
+                "its learning-rate schedule was saved by another scheduler class than the one "
+                "LambdaLR this version keeps (a factor per parameter group)"
+            )
+    return None
+
+
 def build_optimization(
     net: nn.Module,
     optimizer_cfg: dict[str, Any],

@@ -7,6 +7,7 @@ checkpoint is tested, and rank 0 writes metrics.json and the per-class chart.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from cifarlab.accelerators import build_trainer
+from cifarlab.accelerators import build_trainer, sigterm_reaches_workers
 from cifarlab.build import build_eval_task, build_fit_trainer, build_task
 from cifarlab.callbacks import stop_reason
 from cifarlab.checkpoints import checkpoint_paths, load_checkpoint
@@ -27,11 +28,18 @@ from cifarlab.console import quiet_console
 from cifarlab.divergence import divergence_message
 from cifarlab.loggers import finish_runs
 from cifarlab.module import ClassifierModule
+from cifarlab.provenance import (
+    CHECKPOINT_KEY,
+    RunProvenance,
+    describe_commit,
+    own_folder,
+    record_run,
+)
 from cifarlab.pruning import pruned_epoch
 from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
 from cifarlab.resume import interrupted_message, resume_config
 from cifarlab.tune import check_tune, find_lr
-from cifarlab.utils import log, write_json
+from cifarlab.utils import FileWriteError, log, write_json
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -47,10 +55,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = build_task(cfg)
     check_tune(cfg.get("tune"))
     if cfg.get("tune"):
+        record_run(own_folder(cfg), device=cfg.trainer.get("accelerator", "auto"))
         return find_lr(cfg, module, datamodule, output_dir)
     trainer = build_fit_trainer(cfg)
     log.info("Output directory: %s", output_dir)
-    fit(trainer, module, datamodule, cfg, start)
+    try:
+        fit(trainer, module, datamodule, cfg, start)
+    except FileWriteError as err:  # a full disk or a folder gone read-only
+        record_failed_write(trainer, output_dir, err, start)
+        raise
     outcome = fit_outcome(trainer, module, cfg, start)
     # a pruned search trial is not worth a test; a diverged run without a checkpoint has no model
     if outcome["status"] == "pruned" or (
@@ -80,11 +93,13 @@ def fit(
     start: float,
 ) -> None:
     """``trainer.fit``, from ``ckpt_path`` when resuming; an interrupt (Ctrl-C, SIGTERM) is
-    recorded and ends the job with exit code 130/143."""
+    recorded and ends the job with exit code 130/143, also where ddp_spawn/ddp_fork workers train
+    (a SIGTERM to this process reaches them: cifarlab.accelerators.sigterm_reaches_workers)."""
     try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
+        with sigterm_reaches_workers(trainer):
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+            )
     except SystemExit as err:
         # Lightning ends fit on Ctrl-C / SIGTERM by SystemExit, after its hooks ran
         if trainer.state.status != TrainerStatus.INTERRUPTED:
@@ -176,6 +191,30 @@ def record_interrupt(trainer: L.Trainer, output_dir: Path, start: float) -> None
     print(f"\n{message}\n", file=sys.stderr)
 
 
+def record_failed_write(
+    trainer: L.Trainer, output_dir: Path, err: FileWriteError, start: float
+) -> None:
+    """metrics.json says the run failed, why, and what is kept, when it can still be written
+    (rank 0 only): a full disk may refuse it too, and then the error on stderr is the record."""
+    if not trainer.is_global_zero:
+        return
+    best, last = (p if p and Path(p).is_file() else None for p in checkpoint_paths(trainer))
+    resume = f" Continue from the last completed epoch: train.py ckpt_path={last}" if last else ""
+    with contextlib.suppress(FileWriteError):
+        write_json(
+            output_dir / "metrics.json",
+            {
+                "status": "failed",
+                "message": f"{err}{resume}",
+                "epochs": trainer.current_epoch,
+                "wall_time_s": round(time.perf_counter() - start, 2),
+                "best_ckpt": best,
+                "last_ckpt": last,
+                "output_dir": str(output_dir),
+            },
+        )
+
+
 def _command_line_overrides() -> list[str] | None:
     """The overrides Hydra was started with; None when called without Hydra (as tests do)."""
     if not HydraConfig.initialized():
@@ -191,7 +230,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
     datamodule, module = build_eval_task(cfg, ckpt)
     L.seed_everything(cfg.seed, workers=True)
-    trainer = build_trainer(cfg.trainer, logger=False, callbacks=[])
+    trainer = build_trainer(cfg.trainer, logger=False, callbacks=[RunProvenance(own_folder(cfg))])
+    made_by = ckpt.get(CHECKPOINT_KEY) or {"git_commit": "unknown (the checkpoint records none)"}
+    if trainer.is_global_zero:
+        print(f"Checkpoint {cfg.ckpt_path} was trained at commit {describe_commit(made_by)}")
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     model = ckpt["hyper_parameters"]["model"]["name"]
     return report_results(
@@ -203,6 +245,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         {
             "status": "completed",
             "ckpt_path": str(cfg.ckpt_path),
+            "ckpt_commit": made_by.get("git_commit"),
+            "ckpt_dirty": made_by.get("git_dirty"),
             "model": model,
             "wall_time_s": round(time.perf_counter() - start, 2),
             "output_dir": str(output_dir),

@@ -40,7 +40,12 @@ class Network:
 
 
 def load_network(ckpt_path: str | None, purpose: str) -> Network:
-    """Rebuilds the network of a train.py checkpoint from its hyperparameters and weights."""
+    """Rebuilds the network of a train.py checkpoint from its hyperparameters and weights.
+
+    Only names chosen from this project's registries are read from the file (the model's name in
+    ``cifarlab.models.MODELS``, the normalization's in ``NORMALIZATIONS``); its stored run config
+    is not used, so nothing in it runs.
+    """
     ckpt = load_checkpoint(ckpt_path, purpose=purpose)
     hparams = ckpt["hyper_parameters"]
     model = dict(hparams["model"])
@@ -56,5 +61,11 @@ def load_network(ckpt_path: str | None, purpose: str) -> Network:
             "cifarlab version that trained it."
         ) from None
     normalize = (hparams.get("data") or {}).get("normalize", "cifar10")
+    if normalize not in NORMALIZATIONS:
+        raise CifarlabError(
+            f"ckpt_path={ckpt_path} was written by another version of cifarlab: its inputs were "
+            f"normalized with {normalize!r}, which this version does not know (it knows "
+            f"{', '.join(NORMALIZATIONS)}). Use the cifarlab version that trained it."
+        )
     mean, std = NORMALIZATIONS[normalize]
     return Network(net.eval(), model, class_names, mean, std, normalize)

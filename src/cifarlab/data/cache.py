@@ -24,7 +24,7 @@ from cifarlab.data.sources import (
     source_classes,
 )
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import log, write_atomic
+from cifarlab.utils import FileWriteError, log, save_torch, write_atomic
 
 CACHE_VERSION = 4  # 2: scandir fingerprint; 3: plus a checksum; 4: folders read by Pillow
 
@@ -127,19 +127,24 @@ def _read_cache(path: Path, fingerprint: str) -> ImageSet | None:
 
 
 def _write_cache(path: Path, fingerprint: str, data: ImageSet) -> None:
-    """Saves ``data`` for the next run; a failure only costs decoding again next time."""
+    """Saves ``data`` for the next run. A disk that refuses it (full, read-only) only costs
+    decoding again next time, so the run goes on with the decoded images and one line says why."""
+    payload = {
+        "fingerprint": fingerprint,
+        "checksum": _checksum(data.images, data.labels),
+        "images": data.images,
+        "labels": data.labels,
+        "classes": data.classes,
+    }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "fingerprint": fingerprint,
-            "checksum": _checksum(data.images, data.labels),
-            "images": data.images,
-            "labels": data.labels,
-            "classes": data.classes,
-        }
-        write_atomic(path, lambda tmp: torch.save(payload, tmp))
-    except OSError as err:  # still trains; it just decodes again next time
-        log.warning("Could not write the data cache %s (%s); it is decoded anew.", path, err)
+        write_atomic(path, lambda tmp: save_torch(payload, tmp))
+    except FileWriteError as err:
+        log.warning(
+            "Could not write the data cache %s (%s); going on without it (the images are "
+            "decoded again next run).",
+            path,
+            err.reason,
+        )
 
 
 def load_split(

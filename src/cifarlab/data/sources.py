@@ -5,6 +5,7 @@ Nothing here caches: ``cifarlab.data.cache`` decides when a source has to be rea
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import pickle
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,6 +47,11 @@ CIFAR10_CLASSES = (
 SOURCES = ("cifar10", "folder")
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_DIR = "cifar-10-batches-py"
+# numpy's functions that rebuild a pickled array, as numpy itself names them when pickling one
+# (protocols 2-4 and 5); what _BatchUnpickler admits resolves to these objects
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1, np.uint8))[0]
+_FROMBUFFER = np.ndarray.__reduce_ex__(np.zeros(1, np.uint8), 5)[0]
+NUMPY_CORES = ("core", "_core")  # where pickles find them: numpy.core before numpy 2
 
 
 @dataclass
@@ -234,12 +241,78 @@ def read_folder(root: Path, split: str, classes: Sequence[str]) -> ImageSet:
     return ImageSet(torch.stack(images), labels, list(classes))
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch file, admitting only the names that format uses.
+
+    Unpickling calls whatever a file names, so a ``data_batch_1`` put into ``data.root`` could
+    run any code. The real files (pickled by Python 2, read with ``encoding="latin1"``) hold a
+    dict of str, lists of ints and str, and one uint8 numpy array; their only names are numpy's
+    array rebuilding: ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``
+    (``numpy._core`` since numpy 2). Files written again by Python 3 (tests, benchmarks) add
+    ``_frombuffer`` (pickle protocol 5) or ``_codecs.encode`` (protocol 2, for bytes). Dicts,
+    lists, tuples and str are opcodes of the format itself and need no name.
+    """
+
+    ADMITTED: ClassVar[dict[tuple[str, str], Any]] = {
+        **{(f"numpy.{core}.multiarray", "_reconstruct"): _RECONSTRUCT for core in NUMPY_CORES},
+        **{(f"numpy.{core}.numeric", "_frombuffer"): _FROMBUFFER for core in NUMPY_CORES},
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.ADMITTED[module, name]
+        except KeyError:
+            raise _ForeignName(f"{module}.{name}") from None
+
+
+class _ForeignName(pickle.UnpicklingError):
+    """A name the CIFAR-10 format does not use, asked for by the pickle being read."""
+
+
+def _read_batch(path: Path) -> dict[str, Any]:
+    """One batch file as its dict, read with ``_BatchUnpickler``; anything else is refused."""
+    folder = path.parent
+    try:
+        with open(path, "rb") as f:
+            entry = _BatchUnpickler(f, encoding="latin1").load()
+    except _ForeignName as err:
+        raise CifarlabError(
+            f"{path} is not a CIFAR-10 batch: its pickle asks for {err}, which that format never "
+            "uses (it holds numpy arrays and lists only), and unpickling it could run code, so "
+            f"it was not read. Delete {folder} to download CIFAR-10 again, or point data.root at "
+            "a folder with torchvision's files."
+        ) from None
+    except Exception as err:  # a damaged pickle fails in many ways, each to be told the same
+        raise CifarlabError(
+            f"{path} cannot be read as a CIFAR-10 batch ({type(err).__name__}: {err}); it is "
+            f"truncated or not such a file. Delete {folder} to download CIFAR-10 again."
+        ) from None
+    data = entry.get("data") if isinstance(entry, dict) else None
+    labels = entry.get("labels") if isinstance(entry, dict) else None
+    if (
+        not isinstance(data, np.ndarray)
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+        or not isinstance(labels, list)
+        or len(labels) != len(data)
+        or not all(isinstance(label, int) and 0 <= label < len(CIFAR10_CLASSES) for label in labels)
+    ):
+        raise CifarlabError(
+            f"{path} is not a CIFAR-10 batch: it must hold 'data', an (N, 3072) array, and "
+            f"'labels', N class numbers 0-9. Delete {folder} to download CIFAR-10 again."
+        )
+    return entry
+
+
 def read_cifar10(root: Path, split: str) -> ImageSet:
-    """Reads torchvision's on-disk CIFAR-10 (python pickles) without its md5 check of every load."""
+    """Reads torchvision's on-disk CIFAR-10 (python pickles) without its md5 check of every load;
+    ``_BatchUnpickler`` makes sure the files hold data only."""
     data, labels = [], []
     for name in CIFAR10_BATCHES[split]:
-        with open(root / CIFAR10_DIR / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+        entry = _read_batch(root / CIFAR10_DIR / name)
         data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry["labels"])
     return ImageSet(

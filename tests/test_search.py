@@ -1,27 +1,31 @@
 """Hyperparameter search (cifarlab.search): the space from YAML, trials told and tabled, workers
 sharing one study, continuing it, dead workers' trials, seeds, and pruning a real fit.
 
-Most searches here run tests/search_worker.py's stand-in job in this process (Hydra's basic
-launcher), so a trial costs milliseconds; one test trains for real to be pruned.
+Searches run cifarlab.search.Search with a stand-in launcher (no Hydra, no training), or
+tests/search_worker.py's stand-in job through Hydra (in this process, or as two worker
+processes); one test trains for real to be pruned.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.plugins.launcher import Launcher
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -29,7 +33,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 import train
 from cifarlab.errors import CifarlabError
 from cifarlab.hparams_tab import hparams_summaries
-from cifarlab.search import HEARTBEAT, open_storage, override, search_space, trial_id
+from cifarlab.search import HEARTBEAT, Search, open_storage, override, search_space, trial_id
 
 from . import search_worker
 from .conftest import CONF_DIR, sweep_overrides
@@ -59,6 +63,52 @@ def run_search(
     ]
     monkeypatch.setattr(sys, "argv", argv)
     app()
+
+
+class StandInLauncher(Launcher):
+    """Runs a search's jobs without Hydra or training: each job's folder gets the metrics.json
+    tests/search_worker.py's job would write. ``ran``: (trial, seed) of every job, in order."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.sweep_dir, self.ran = sweep_dir, []
+
+    def setup(self, **kwargs: object) -> None:
+        pass
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+        for overrides in job_overrides:
+            cfg = OmegaConf.from_dotlist([o for o in overrides if not o.startswith("hydra.")])
+            cfg.seed = cfg.get("seed", 42)
+            folder = self.sweep_dir / dict(o.split("=", 1) for o in overrides)["hydra.sweep.subdir"]
+            folder.mkdir(parents=True)
+            value = search_worker.score(cfg)
+            metrics = {"status": "completed", "val/acc_best": value, "epochs": 1}
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+            self.ran.append((cfg.search.trial, cfg.seed))
+        return []
+
+
+@functools.cache
+def search_config() -> DictConfig:
+    """``train.py hparams_search=optuna_lr_width`` composed with Hydra's node, once per session."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", ["hparams_search=optuna_lr_width"], return_hydra_config=True)
+
+
+def direct_search(sweep_dir: Path, seed: int = 42, **changes: object) -> StandInLauncher:
+    """A search as conf/hparams_search/optuna_lr_width.yaml configures it, ``changes`` made to
+    its ``hydra.sweeper`` settings, run by cifarlab.search.Search with the stand-in launcher."""
+    cfg = search_config().copy()
+    with open_dict(cfg):
+        cfg.seed = seed
+        cfg.hydra.sweep.dir = str(sweep_dir)
+    settings = {**OmegaConf.to_container(cfg.hydra.sweeper), **changes}
+    del settings["_target_"]
+    settings["sampler"] = instantiate({**settings["sampler"], "seed": 0})
+    settings["pruner"] = instantiate(settings["pruner"])
+    launcher = StandInLauncher(sweep_dir)
+    Search(config=cfg, launcher=launcher, **settings).run([])
+    return launcher
 
 
 def load(url: str) -> optuna.Study:
@@ -144,24 +194,19 @@ def test_trials_are_told_and_tabled_with_the_best_retrain_line(
     assert f"uvx optuna-dashboard {url}" in text
 
 
-def test_rerunning_continues_the_study(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_rerunning_continues_the_study(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    runs_log = tmp_path / "runs.txt"
-    common = (f"hydra.sweeper.storage={url}", f"+fake.runs_log={runs_log}")
-    run_search(monkeypatch, tmp_path / "first", *common, "hydra.sweeper.n_trials=2")
-    run_search(monkeypatch, tmp_path / "second", *common, "hydra.sweeper.n_trials=3")
-    run_search(monkeypatch, tmp_path / "third", *common, "hydra.sweeper.n_trials=3")
-    ran = [line.split()[0] for line in runs_log.read_text().splitlines()]
-    assert ran == ["0", "1", "2"], "the second run adds one trial; the third finds the study full"
+    first = direct_search(tmp_path / "first", storage=url, n_trials=2)
+    second = direct_search(tmp_path / "second", storage=url, n_trials=3)
+    third = direct_search(tmp_path / "third", storage=url, n_trials=3)
+    assert [first.ran, second.ran, third.ran] == [[(0, 42), (1, 42)], [(2, 42)], []]
     assert [t.state for t in load(url).trials] == [TrialState.COMPLETE] * 3
     assert [r["number"] for r in table(tmp_path / "third")] == ["0", "1", "2"]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # our stand-in for the dead worker
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
-def test_a_dead_workers_trial_is_failed_and_its_place_freed(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, storage: str
-) -> None:
+def test_a_dead_workers_trial_is_failed_and_its_place_freed(tmp_path: Path, storage: str) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}" if storage == "sqlite" else str(tmp_path / "j.log")
     backend = open_storage(url, heartbeat_interval=1, grace_period=1)
     dead = optuna.create_study(study_name=STUDY, storage=backend, direction="maximize").ask()
@@ -170,14 +215,10 @@ def test_a_dead_workers_trial_is_failed_and_its_place_freed(
         time.sleep(2.5)
     else:
         dead.set_user_attr(HEARTBEAT, time.time() - 5)
-    run_search(
-        monkeypatch,
-        tmp_path / "sweep",
-        f"hydra.sweeper.storage={url}",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.heartbeat_interval=1",
-        "hydra.sweeper.grace_period=1",
+    search = direct_search(
+        tmp_path / "sweep", storage=url, n_trials=2, heartbeat_interval=1, grace_period=1
     )
+    assert search.ran == [(1, 42), (2, 42)], "the dead trial is not run again; two new ones are"
     trials = load(url).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert table(tmp_path / "sweep")[0]["status"] == "failed (its worker stopped)"
@@ -192,7 +233,7 @@ def test_two_workers_on_one_storage_share_n_trials(tmp_path: Path) -> None:
         search_worker.__file__,
         "hparams_search=optuna_lr_width",
         f"hydra.sweeper.storage={url}",
-        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_trials=4",
         f"+fake.runs_log={runs_log}",
         f"+fake.barrier={barrier}",
         "+fake.workers=2",
@@ -209,34 +250,21 @@ def test_two_workers_on_one_storage_share_n_trials(tmp_path: Path) -> None:
         _, err = worker.communicate(timeout=240)
         assert worker.returncode == 0, err.decode()[-3000:]
     runs = [line.split() for line in runs_log.read_text().splitlines()]
-    assert sorted(int(trial) for trial, _, _ in runs) == list(range(6)), "each trial ran once"
+    assert sorted(int(trial) for trial, _, _ in runs) == list(range(4)), "each trial ran once"
     assert len({pid for _, pid, _ in runs}) == 2, "both workers ran trials"
     study = load(url)
     ran = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(ran) == 6 and {t.number for t in ran} == set(range(6))
-    assert all(t.state == TrialState.FAIL for t in study.trials if t.number >= 6)
+    assert len(ran) == 4 and {t.number for t in ran} == set(range(4))
+    assert all(t.state == TrialState.FAIL for t in study.trials if t.number >= 4)
     for n in range(2):  # each worker's table lists the whole study
-        assert [r["number"] for r in table(tmp_path / f"sweep{n}")] == [str(i) for i in range(6)]
+        assert [r["number"] for r in table(tmp_path / f"sweep{n}")] == ["0", "1", "2", "3"]
 
 
-def test_n_seeds_evaluates_each_parameter_set_on_every_seed(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_n_seeds_evaluates_each_parameter_set_on_every_seed(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
-    runs_log = tmp_path / "runs.txt"
-    run_search(
-        monkeypatch,
-        sweep_dir,
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_seeds=3",
-        "seed=7",
-        f"+fake.runs_log={runs_log}",
-    )
-    study = load(f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}")
-    runs = [line.split() for line in runs_log.read_text().splitlines()]
-    expected = [(trial, seed) for trial in (0, 1) for seed in (7, 8, 9)]
-    assert sorted((int(t), int(s)) for t, _, s in runs) == expected
-    for trial in study.trials:
+    search = direct_search(sweep_dir, seed=7, n_trials=2, n_seeds=3)
+    assert sorted(search.ran) == [(trial, seed) for trial in (0, 1) for seed in (7, 8, 9)]
+    for trial in load(f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}").trials:
         values = [
             json.loads((sweep_dir / f"trial_{trial.number}_seed_{s}" / "metrics.json").read_text())
             for s in (7, 8, 9)

@@ -248,8 +248,8 @@ class Heartbeat:
                     tid = trial_id(self.storage, self.study.study_name, trial.number)
                     with contextlib.suppress(UpdateFinishedTrialError):
                         self.storage.set_trial_state_values(tid, TrialState.FAIL)
-        states = {t.number: t.state for t in self.study.get_trials(deepcopy=False)}
-        stale = [t.number for t in running if states[t.number] == TrialState.FAIL]
+        now_trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        stale = [t.number for t in running if not counts(now_trials[t.number])]
         for number in stale:
             log.warning("Trial %d failed: its worker stopped (no heartbeat)", number)
         return stale
@@ -566,7 +566,7 @@ def trial_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
                 "wall_time_s": attrs.get(WALL_TIME),
                 "seeds": " ".join(str(s) for s in attrs.get(SEEDS) or []),
                 "error": error,
-                "job_dir": str(Path(dirs[0]).parent if len(dirs) > 1 else dirs[0]),
+                "job_dir": dirs[0],  # the first seed's
             }
         )
     return rows

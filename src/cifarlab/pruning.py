@@ -19,7 +19,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from cifarlab.utils import to_plain_dict
+from cifarlab.utils import in_multirun, to_plain_dict
 
 # left in trainer.callback_metrics (which also reach a ddp_spawn/fork parent) for run.py
 PRUNED_EPOCH = "search/pruned_epoch"
@@ -27,10 +27,10 @@ PRUNED_EPOCH = "search/pruned_epoch"
 
 def trial_pruning(trial: int | None, prune: bool = True) -> TrialPruning | None:
     """The callback of a search job (``callbacks.trial_pruning`` in conf/hparams_search/); None
-    outside a search, and for the jobs of a trial's further seeds, which only the first seed's
-    job reports for."""
-    if trial is None or not prune or not HydraConfig.initialized():
-        return None
+    outside a search's multirun, and for the jobs of a trial's further seeds, which only the
+    first seed's job reports for."""
+    if trial is None or not prune or not in_multirun():
+        return None  # e.g. a trial's checkpoint continued as a run of its own
     from cifarlab.search import storage_url
 
     hydra_cfg = HydraConfig.get()

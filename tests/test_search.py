@@ -237,6 +237,7 @@ def test_two_workers_on_one_storage_share_n_trials(tmp_path: Path) -> None:
         f"+fake.runs_log={runs_log}",
         f"+fake.barrier={barrier}",
         "+fake.workers=2",
+        "~hydra.callbacks.sweep",  # its summary loads torch, which these workers do not need
     ]
     workers = [
         subprocess.Popen(

@@ -145,3 +145,71 @@ def curves_figure(history: Mapping[int, Mapping[str, float]], title: str) -> Fig
         ax.legend()
     fig.suptitle(title)
     return fig
+
+
+def reliability_figure(bins: Sequence[Mapping[str, Any]], title: str) -> Figure:
+    """Reliability diagram: per confidence bin the accuracy (bars) against the diagonal a
+    calibrated model follows, and how many images fell into each bin (lower panel)."""
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(4.2, 5), height_ratios=(3, 1), sharex=True, layout="constrained"
+    )
+    width = bins[0]["high"] - bins[0]["low"]
+    lows = [b["low"] for b in bins]
+    top.bar(
+        lows,
+        [b["accuracy"] or 0.0 for b in bins],
+        width=width,
+        align="edge",
+        edgecolor="black",
+        color="tab:blue",
+        label="accuracy",
+    )
+    top.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    shown = [b for b in bins if b["count"]]
+    top.plot(
+        [b["confidence"] for b in shown],
+        [b["accuracy"] for b in shown],
+        "o",
+        color="tab:red",
+        markersize=3,
+        label="mean confidence",
+    )
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(title)
+    top.legend(fontsize=7, loc="upper left")
+    bottom.bar(lows, [b["count"] for b in bins], width=width, align="edge", color="tab:gray")
+    bottom.set_xlabel("confidence (top probability)")
+    bottom.set_ylabel("images")
+    return fig
+
+
+def hardest_images_figure(images: torch.Tensor, rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """The highest-loss test images, (N, H, W, 3) in [0, 1], each titled with its true class,
+    the prediction and the probability the model gave that prediction."""
+    plt = pyplot()
+    n = len(images)
+    cols = min(8, max(1, n))
+    rows_count = max(1, -(-n // cols))
+    fig, axes = plt.subplots(
+        rows_count, cols, figsize=(1.5 * cols, 1.75 * rows_count), squeeze=False
+    )
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(images[k].numpy())
+        row = rows[k]
+        color = "tab:green" if row["predicted"] == row["true"] else "tab:red"
+        ax.set_title(
+            f"GT {row['true']}\nPred {row['predicted']} {100 * row['probability']:.0f}%",
+            fontsize=7,
+            color=color,
+        )
+    fig.suptitle("hardest test images (highest loss)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -26,6 +26,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from cifarlab.analysis import read_temperature, temperature_path
 from cifarlab.data.pictures import (
     PICTURE_SUFFIXES,
     READ_ERRORS,
@@ -243,10 +244,16 @@ def _batches(items: list[Item], size: int) -> Iterator[list[Item]]:
 
 
 def predict_batches(
-    network: Network, items: list[Item], device: torch.device, batch_size: int, top_k: int
+    network: Network,
+    items: list[Item],
+    device: torch.device,
+    batch_size: int,
+    top_k: int,
+    temperature: float = 1.0,
 ) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
     """Per batch of files: rows (one per readable file, top-k classes with probabilities) and
-    the errors of the files that could not be read."""
+    the errors of the files that could not be read. The logits are divided by ``temperature``
+    (eval.py calibrate=true) before the softmax: the ranking stays, the probabilities change."""
     net = network.net.to(device)
     k = min(top_k, len(network.class_names))
     for chunk in _batches(items, batch_size):
@@ -257,7 +264,8 @@ def predict_batches(
         if good:
             images = torch.stack([image for _, image in good]).to(device)
             with torch.inference_mode():
-                probs = net(network.preprocess(images)).float().softmax(dim=1).cpu()
+                logits = net(network.preprocess(images)).float() / temperature
+                probs = logits.softmax(dim=1).cpu()
             values, indices = probs.topk(k, dim=1)
             for (item, _), p, i in zip(good, values.tolist(), indices.tolist(), strict=True):
                 top = [
@@ -298,7 +306,12 @@ def _csv_row(row: dict[str, Any]) -> list[Any]:
 
 
 def predict_to_csv(
-    network: Network, items: list[Item], cfg: DictConfig, device: torch.device, csv_path: Path
+    network: Network,
+    items: list[Item],
+    cfg: DictConfig,
+    device: torch.device,
+    csv_path: Path,
+    temperature: float = 1.0,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Predicts ``items`` batch by batch; each batch's rows are appended to ``csv_path`` and
     flushed to disk, and each unreadable file is named on stderr, as they come, so a crash or
@@ -312,7 +325,7 @@ def predict_to_csv(
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(_csv_header(cfg.top_k))
         for batch_rows, batch_errors in predict_batches(
-            network, items, device, cfg.batch_size, cfg.top_k
+            network, items, device, cfg.batch_size, cfg.top_k, temperature
         ):
             for error in batch_errors:
                 print(f"error: {error}", file=sys.stderr)
@@ -381,9 +394,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     items = find_inputs(to_plain_dict(cfg).get("input"), network.class_names)
     device = pick_device(str(cfg.get("device", "auto")))
     output_dir = Path(cfg.paths.output_dir)
-    rows, errors = predict_to_csv(network, items, cfg, device, output_dir / "predictions.csv")
+    sidecar = temperature_path(cfg.ckpt_path)
+    temperature = read_temperature(sidecar)
+    if temperature is not None:
+        print(f"Probabilities calibrated with temperature {temperature:.4f} from {sidecar}")
+    rows, errors = predict_to_csv(
+        network, items, cfg, device, output_dir / "predictions.csv", temperature or 1.0
+    )
     summary: dict[str, Any] = {
         "ckpt_path": str(cfg.ckpt_path),
+        "temperature": temperature,
         "model": network.model["name"],
         "class_names": network.class_names,
         "files": len(items),

@@ -39,13 +39,17 @@ from cifarlab.figures import (
     confusion_figure,
     hardest_images_figure,
     reliability_figure,
-    save_png,
+    rendered,
+    save_pixels,
 )
 from cifarlab.utils import write_atomic, write_json
 
 ANALYSIS_FILE = "test_analysis.json"
 CALIBRATION_BINS = 15
 CONFUSED_PAIRS = 10
+# above this many classes a confusion matrix or a bar per class is unreadable: figures show the
+# MANY_CLASSES most confused classes, and the data files hold them all
+MANY_CLASSES = 20
 
 
 class EvalOutputs(Metric):
@@ -320,15 +324,17 @@ class ErrorAnalysis(L.Callback):
             ),
             "test/hardest_images": hardest_images_figure(pictures, analysis["test/hardest"]),
         }
-        if len(names) > 20:  # the figure ClassFigures draws would be unreadable: the worst part
+        if len(names) > MANY_CLASSES:  # the whole matrix is in test_confusion_matrix.csv
             figures["test/confusion_matrix_most_confused"] = confusion_figure(
-                *most_confused_block(matrix, names), "test: most confused classes"
+                *most_confused_block(matrix, names, MANY_CLASSES),
+                f"test: the {MANY_CLASSES} most confused classes",
             )
         logger = _tensorboard(trainer)
         for tag, fig in figures.items():
+            pixels = rendered(fig)
+            save_pixels(pixels, self.output_dir / f"{tag.replace('/', '_')}.png")
             if logger is not None:
-                logger.experiment.add_figure(tag, fig, trainer.global_step, close=False)
-            save_png(fig, self.output_dir / f"{tag.replace('/', '_')}.png")
+                logger.experiment.add_image(tag, pixels, trainer.global_step, dataformats="HWC")
         if logger is not None:
             for key in ("test/ece", "test/nll", "test/f1_macro"):
                 if analysis[key] is not None:
@@ -336,7 +342,7 @@ class ErrorAnalysis(L.Callback):
 
 
 def most_confused_block(
-    matrix: torch.Tensor, class_names: list[str], size: int = 20
+    matrix: torch.Tensor, class_names: list[str], size: int = MANY_CLASSES
 ) -> tuple[torch.Tensor, list[str]]:
     """The rows and columns of the ``size`` classes most involved in errors (as truth or as
     prediction), so a 100-class matrix shows its readable, informative part."""

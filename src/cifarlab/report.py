@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cifarlab.analysis import MANY_CLASSES
 from cifarlab.figures import per_class_figure, save_png
 
 
@@ -20,8 +21,7 @@ def per_class_from(
     return {name: None if acc is None else float(acc) for name, acc in found.items()}
 
 
-# above this many classes the console lists only the worst and best SHOWN_CLASSES of them
-MANY_CLASSES = 20
+# above MANY_CLASSES classes the console lists only the worst and best SHOWN_CLASSES of them
 SHOWN_CLASSES = 5
 
 
@@ -55,7 +55,12 @@ def print_accuracy_table(title: str, overall: float, per_class: Mapping[str, flo
 
 
 def plot_per_class(path: Path, title: str, per_class: Mapping[str, float | None]) -> None:
-    """Writes the per-class bar chart (the one TensorBoard shows) next to the run's outputs."""
+    """Writes the per-class bar chart (the one TensorBoard shows) next to the run's outputs;
+    with more than MANY_CLASSES classes, the MANY_CLASSES worst (all are in metrics.json)."""
+    if len(per_class) > MANY_CLASSES:
+        worst = sorted((acc, name) for name, acc in per_class.items() if acc is not None)
+        per_class = {name: acc for acc, name in worst[:MANY_CLASSES]}
+        title += f", the {len(per_class)} worst classes"
     save_png(per_class_figure(per_class, title), path)
 
 

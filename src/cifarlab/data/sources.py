@@ -44,9 +44,138 @@ CIFAR10_CLASSES = (
     "ship",
     "truck",
 )
-SOURCES = ("cifar10", "folder")
+# torchvision's CIFAR-100 label names (its "meta" file), in label order: 100 fine classes and the
+# 20 superclasses that group them (data.label_type=coarse)
+CIFAR100_FINE = (
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
+)
+CIFAR100_COARSE = (
+    "aquatic_mammals",
+    "fish",
+    "flowers",
+    "food_containers",
+    "fruit_and_vegetables",
+    "household_electrical_devices",
+    "household_furniture",
+    "insects",
+    "large_carnivores",
+    "large_man-made_outdoor_things",
+    "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores",
+    "medium_mammals",
+    "non-insect_invertebrates",
+    "people",
+    "reptiles",
+    "small_mammals",
+    "trees",
+    "vehicles_1",
+    "vehicles_2",
+)
+SOURCES = ("cifar10", "cifar100", "folder")
+LABEL_TYPES = {"fine": CIFAR100_FINE, "coarse": CIFAR100_COARSE}
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR100_DIR = "cifar-100-python"
+CIFAR100_FILES = {"train": ["train"], "test": ["test"]}
 # numpy's functions that rebuild a pickled array, as numpy itself names them when pickling one
 # (protocols 2-4 and 5); what _BatchUnpickler admits resolves to these objects
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1, np.uint8))[0]
@@ -143,9 +272,13 @@ def folder_classes(root: Path) -> list[str]:
     return classes
 
 
-def source_classes(source: str, root: Path) -> list[str]:
+def source_classes(source: str, root: Path, label_type: str = "fine") -> list[str]:
     """Class names of a source, in label order, without reading any image."""
-    return list(CIFAR10_CLASSES) if source == "cifar10" else folder_classes(root)
+    if source == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if source == "cifar100":
+        return list(LABEL_TYPES[label_type])
+    return folder_classes(root)
 
 
 def _class_folders(split_dir: Path, classes: Sequence[str], skipped: _Skipped) -> dict[str, Path]:
@@ -272,37 +405,41 @@ class _ForeignName(pickle.UnpicklingError):
     """A name the CIFAR-10 format does not use, asked for by the pickle being read."""
 
 
-def _read_batch(path: Path) -> dict[str, Any]:
-    """One batch file as its dict, read with ``_BatchUnpickler``; anything else is refused."""
+def _read_batch(
+    path: Path, labels_key: str = "labels", num_classes: int = 10, name: str = "CIFAR-10"
+) -> dict[str, Any]:
+    """One batch file as its dict, read with ``_BatchUnpickler``; anything else is refused.
+    CIFAR-100's files have the same layout, with ``fine_labels`` and ``coarse_labels``."""
     folder = path.parent
     try:
         with open(path, "rb") as f:
             entry = _BatchUnpickler(f, encoding="latin1").load()
     except _ForeignName as err:
         raise CifarlabError(
-            f"{path} is not a CIFAR-10 batch: its pickle asks for {err}, which that format never "
+            f"{path} is not a {name} batch: its pickle asks for {err}, which that format never "
             "uses (it holds numpy arrays and lists only), and unpickling it could run code, so "
-            f"it was not read. Delete {folder} to download CIFAR-10 again, or point data.root at "
+            f"it was not read. Delete {folder} to download {name} again, or point data.root at "
             "a folder with torchvision's files."
         ) from None
     except Exception as err:  # a damaged pickle fails in many ways, each to be told the same
         raise CifarlabError(
-            f"{path} cannot be read as a CIFAR-10 batch ({type(err).__name__}: {err}); it is "
-            f"truncated or not such a file. Delete {folder} to download CIFAR-10 again."
+            f"{path} cannot be read as a {name} batch ({type(err).__name__}: {err}); it is "
+            f"truncated or not such a file. Delete {folder} to download {name} again."
         ) from None
     data = entry.get("data") if isinstance(entry, dict) else None
-    labels = entry.get("labels") if isinstance(entry, dict) else None
+    labels = entry.get(labels_key) if isinstance(entry, dict) else None
     if (
         not isinstance(data, np.ndarray)
         or data.ndim != 2
         or data.shape[1] != 3 * 32 * 32
         or not isinstance(labels, list)
         or len(labels) != len(data)
-        or not all(isinstance(label, int) and 0 <= label < len(CIFAR10_CLASSES) for label in labels)
+        or not all(isinstance(label, int) and 0 <= label < num_classes for label in labels)
     ):
         raise CifarlabError(
-            f"{path} is not a CIFAR-10 batch: it must hold 'data', an (N, 3072) array, and "
-            f"'labels', N class numbers 0-9. Delete {folder} to download CIFAR-10 again."
+            f"{path} is not a {name} batch: it must hold 'data', an (N, 3072) array, and "
+            f"'{labels_key}', N class numbers 0-{num_classes - 1}. Delete {folder} to download "
+            f"{name} again."
         )
     return entry
 
@@ -322,9 +459,31 @@ def read_cifar10(root: Path, split: str) -> ImageSet:
     )
 
 
-def read_source(source: str, root: Path, split: str, classes: Sequence[str]) -> ImageSet:
+def read_cifar100(root: Path, split: str, label_type: str = "fine") -> ImageSet:
+    """Reads torchvision's on-disk CIFAR-100 as ``read_cifar10`` reads CIFAR-10, with the fine
+    (100 classes) or coarse (20 superclasses) labels."""
+    names = LABEL_TYPES[label_type]
+    data, labels = [], []
+    for name in CIFAR100_FILES[split]:
+        entry = _read_batch(
+            root / CIFAR100_DIR / name, f"{label_type}_labels", len(names), "CIFAR-100"
+        )
+        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry[f"{label_type}_labels"])
+    return ImageSet(
+        torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64), list(names)
+    )
+
+
+def read_source(
+    source: str, root: Path, split: str, classes: Sequence[str], label_type: str = "fine"
+) -> ImageSet:
     """A split decoded from its files (``classes`` as ``source_classes`` gives them)."""
-    return read_cifar10(root, split) if source == "cifar10" else read_folder(root, split, classes)
+    if source == "cifar10":
+        return read_cifar10(root, split)
+    if source == "cifar100":
+        return read_cifar100(root, split, label_type)
+    return read_folder(root, split, classes)
 
 
 def ensure_cifar10(root: Path) -> None:
@@ -348,4 +507,27 @@ def ensure_cifar10(root: Path) -> None:
             "or put the extracted cifar-10-python.tar.gz (from "
             f"https://www.cs.toronto.edu/~kriz/cifar.html) into {root}, or use images on disk "
             "with data.source=folder data.root=PATH (train/<class>/*.jpg, test/<class>/*.jpg)."
+        ) from None
+
+
+def ensure_cifar100(root: Path) -> None:
+    """Downloads torchvision's CIFAR-100 into ``root`` unless its files are already there."""
+    missing = [
+        n
+        for names in CIFAR100_FILES.values()
+        for n in names
+        if not (root / CIFAR100_DIR / n).is_file()
+    ]
+    if not missing:
+        return
+    from torchvision.datasets import CIFAR100
+
+    try:
+        CIFAR100(str(root), train=True, download=True)
+    except Exception as err:
+        raise CifarlabError(
+            f"CIFAR-100 is not in {root / CIFAR100_DIR} (missing {', '.join(missing)}) and the "
+            f"download failed ({type(err).__name__}: {err}). Either run once with network access, "
+            "or put the extracted cifar-100-python.tar.gz (from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html) into {root}."
         ) from None

@@ -34,8 +34,7 @@ from cifarlab.data.pictures import (
     as_tensor,
     is_picture_name,
     open_picture,
-    to_rgb,
-    upright,
+    square_rgb,
     why_unreadable,
 )
 from cifarlab.errors import CifarlabError
@@ -204,36 +203,16 @@ def find_inputs(spec: Any, class_names: Sequence[str]) -> list[Item]:
     return items
 
 
-def _centre_square(image: Image.Image) -> Image.Image:
-    """The largest centred square: what survives the final crop, so nothing else is resized."""
-    width, height = image.size
-    side = min(width, height)
-    if width == height:
-        return image
-    left, top = (width - side) // 2, (height - side) // 2
-    return image.crop((left, top, left + side, top + side))
-
-
-def load_image(path: Path) -> torch.Tensor:
-    """Any picture -> (3, 32, 32) uint8 RGB, the way the README describes it.
-
-    The work is bounded whatever the picture's shape: a JPEG is decoded at the smallest DCT scale
-    (1/2, 1/4 or 1/8) that keeps 64 pixels a side; only the centre square is converted and
-    resized, and the resize first shrinks by whole factors (``reducing_gap``) as
-    ``Image.thumbnail`` does. A 1,000,000x2 strip costs a 2x2 square, not a 16,000,000x32 one.
-    """
+def load_image(path: Path, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Any picture -> (3, size, size) uint8 RGB, converted as training folders are
+    (``cifarlab.data.pictures.square_rgb``)."""
     with open_picture(path) as image:
-        if image.format == "JPEG":
-            image.draft(None, (2 * INPUT_SIZE, 2 * INPUT_SIZE))
-        rgb = to_rgb(_centre_square(upright(image)))
-    if rgb.size != (INPUT_SIZE, INPUT_SIZE):
-        rgb = rgb.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    return as_tensor(rgb)
+        return as_tensor(square_rgb(image, size))
 
 
-def _read(item: Item) -> tuple[torch.Tensor | None, str]:
+def _read(item: Item, size: int) -> tuple[torch.Tensor | None, str]:
     try:
-        return load_image(item.path), ""
+        return load_image(item.path, size), ""
     except (PictureError, *READ_ERRORS) as err:
         return None, f"{item.path}: {why_unreadable(err)}"
 
@@ -257,7 +236,7 @@ def predict_batches(
     net = network.net.to(device)
     k = min(top_k, len(network.class_names))
     for chunk in _batches(items, batch_size):
-        loaded = [(item, *_read(item)) for item in chunk]
+        loaded = [(item, *_read(item, network.image_size)) for item in chunk]
         errors = [error for _, image, error in loaded if image is None]
         good = [(item, image) for item, image, _ in loaded if image is not None]
         rows: list[dict[str, Any]] = []

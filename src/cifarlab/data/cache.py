@@ -93,10 +93,13 @@ def cache_path(
     split: str,
     cache_dir: str | Path | None = None,
     label_type: str = "fine",
+    image_size: int = 32,
 ) -> Path:
-    """One file per split; CIFAR-100's name says its source and label type, so that CIFAR-10
-    and both CIFAR-100 labelings of one ``data.root`` share a ``data.cache_dir`` side by side."""
+    """One file per split; CIFAR-100's name says its source and label type, a folder's its
+    image size (other than 32), so that every variant of one ``data.root`` is kept side by side."""
     variant = f"cifar100-{label_type}-{split}" if source == "cifar100" else split
+    if image_size != 32:
+        variant += f"-{image_size}px"
     return cache_dir_for(source, root, cache_dir) / f"cifarlab-{variant}-v{CACHE_VERSION}.pt"
 
 
@@ -104,10 +107,16 @@ PICKLES = {"cifar10": (CIFAR10_DIR, CIFAR10_BATCHES), "cifar100": (CIFAR100_DIR,
 
 
 def _fingerprint(
-    source: str, root: Path, split: str, classes: Sequence[str], label_type: str = "fine"
+    source: str,
+    root: Path,
+    split: str,
+    classes: Sequence[str],
+    label_type: str = "fine",
+    image_size: int = 32,
 ) -> str:
     """Changes whenever the files a cache was built from change (names, sizes, times)."""
-    digest = hashlib.sha1(f"{source}|{split}|{label_type}|{','.join(classes)}".encode())
+    settings = f"{source}|{split}|{label_type}|{image_size}|{','.join(classes)}"
+    digest = hashlib.sha1(settings.encode())
     if source in PICKLES:
         folder, files = PICKLES[source]
         for name in files[split]:
@@ -171,6 +180,7 @@ def load_split(
     split: str,
     cache_dir: str | Path | None = None,
     label_type: str = "fine",
+    image_size: int = 32,
 ) -> ImageSet:
     """The split as tensors, from the on-disk cache when it matches the files, else decoded anew.
 
@@ -178,13 +188,13 @@ def load_split(
     """
     root = Path(root)
     classes = source_classes(source, root, label_type)
-    fingerprint = _fingerprint(source, root, split, classes, label_type)
-    path = cache_path(source, root, split, cache_dir, label_type)
+    fingerprint = _fingerprint(source, root, split, classes, label_type, image_size)
+    path = cache_path(source, root, split, cache_dir, label_type, image_size)
     # a read-only data folder may come with its cache already built
     for candidate in dict.fromkeys([path, _data_cache_dir(source, root) / path.name]):
         cached = _read_cache(candidate, fingerprint)
         if cached is not None:
             return cached
-    data = read_source(source, root, split, classes, label_type)
+    data = read_source(source, root, split, classes, label_type, image_size)
     _write_cache(path, fingerprint, data)
     return data

@@ -88,6 +88,21 @@ def _check_label_type(source: object, label_type: object) -> None:
         )
 
 
+def _check_image_size(source: object, image_size: object) -> None:
+    """A folder's images are converted to any square size; CIFAR's are 32x32 as stored. Below
+    16 pixels LeNet's two conv-and-pool stages leave nothing to classify."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        raise CifarlabError(
+            f"data.image_size={image_size!r} must be a whole number >= 16 (the side, in pixels, "
+            "that every image is converted to; default 32)."
+        )
+    if image_size != 32 and source != "folder":
+        raise CifarlabError(
+            f"data.image_size={image_size} is for data.source=folder; data.source={source} "
+            "images are 32x32 as stored. Drop data.image_size."
+        )
+
+
 def _check_augment_options(
     crop_padding: object, pad_mode: object, flip_mode: object, gather: object, drop_last: object
 ) -> None:
@@ -140,11 +155,13 @@ class CIFAR10DataModule(L.LightningDataModule):
         gather: str = "auto",
         cache_dir: str | None = None,
         label_type: str = "fine",
+        image_size: int = 32,
     ) -> None:
         super().__init__()
         _check_settings(source, normalize, batch_size, eval_batch_size, val_size)
         _check_label_type(source, label_type)
-        self.label_type = label_type
+        _check_image_size(source, image_size)
+        self.label_type, self.image_size = label_type, image_size
         _check_augment_options(crop_padding, pad_mode, flip_mode, gather, drop_last)
         self.source, self.root = source, Path(root)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -210,7 +227,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         return self._load(split)
 
     def _load(self, split: str) -> ImageSet:
-        return load_split(self.source, self.root, split, self.cache_dir, self.label_type)
+        return load_split(
+            self.source, self.root, split, self.cache_dir, self.label_type, self.image_size
+        )
 
     def _subset(self, data: ImageSet, keep: torch.Tensor) -> ImageSet:
         """Images ``keep`` of the run's classes, relabelled, in ``class_mixed_order``."""

@@ -6,6 +6,7 @@ Nothing here caches: ``cifarlab.data.cache`` decides when a source has to be rea
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import os
 import pickle
@@ -25,8 +26,7 @@ from cifarlab.data.pictures import (
     PictureError,
     as_tensor,
     open_picture,
-    to_rgb,
-    upright,
+    square_rgb,
     why_unreadable,
 )
 from cifarlab.errors import CifarlabError
@@ -339,26 +339,23 @@ def scan_folder(root: Path, split: str, classes: Sequence[str]) -> list[tuple[os
     return files
 
 
-def _decode_one(path: Path) -> torch.Tensor | str:
-    """A training image as (3, 32, 32) uint8 RGB, read as ``cifarlab.data.pictures`` reads every
-    picture (any mode), or why it cannot be one. The size is checked from the header, before a
-    pixel is decoded."""
+def _decode_one(path: Path, size: int) -> torch.Tensor | str:
+    """A training image as (3, size, size) uint8 RGB, converted as predict.py converts every
+    picture (any mode and size: ``square_rgb``), or why it cannot be one."""
     try:
         with open_picture(path) as image:
-            if image.size != (32, 32):
-                width, height = image.size
-                return f"{path} is {width}x{height} pixels, not 32x32"
-            return as_tensor(to_rgb(upright(image)))
+            return as_tensor(square_rgb(image, size))
     except (PictureError, *READ_ERRORS) as err:
         return f"{path} cannot be decoded ({why_unreadable(err)})"
 
 
-def read_folder(root: Path, split: str, classes: Sequence[str]) -> ImageSet:
-    """Every image of a folder split, decoded on all usable cores; every file that cannot be used
-    is named, in one paragraph."""
+def read_folder(root: Path, split: str, classes: Sequence[str], image_size: int = 32) -> ImageSet:
+    """Every image of a folder split at ``image_size``, decoded on all usable cores; every file
+    that cannot be used is named, in one paragraph."""
     files = [(Path(e.path), label) for e, label in scan_folder(root, split, classes)]
     with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
-        images = list(pool.map(_decode_one, (p for p, _ in files), chunksize=256))
+        decode = functools.partial(_decode_one, size=image_size)
+        images = list(pool.map(decode, (p for p, _ in files), chunksize=256))
     failures = [image for image in images if isinstance(image, str)]
     if failures:
         shown = "; ".join(failures[:5]) + (
@@ -366,8 +363,8 @@ def read_folder(root: Path, split: str, classes: Sequence[str]) -> ImageSet:
         )
         raise CifarlabError(
             f"{len(failures)} of the {len(files)} images under {root / split} cannot be used: "
-            f"{shown}. Every image of a training folder must be a 32x32 picture that Pillow "
-            "reads (any mode: RGB, grayscale, palette, 16-bit, with transparency, ...); resize, "
+            f"{shown}. Every image of a training folder must be a picture that Pillow reads "
+            "(any size and mode: RGB, grayscale, palette, 16-bit, with transparency, ...); "
             "replace or remove these files."
         )
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
@@ -476,14 +473,19 @@ def read_cifar100(root: Path, split: str, label_type: str = "fine") -> ImageSet:
 
 
 def read_source(
-    source: str, root: Path, split: str, classes: Sequence[str], label_type: str = "fine"
+    source: str,
+    root: Path,
+    split: str,
+    classes: Sequence[str],
+    label_type: str = "fine",
+    image_size: int = 32,
 ) -> ImageSet:
     """A split decoded from its files (``classes`` as ``source_classes`` gives them)."""
     if source == "cifar10":
         return read_cifar10(root, split)
     if source == "cifar100":
         return read_cifar100(root, split, label_type)
-    return read_folder(root, split, classes)
+    return read_folder(root, split, classes, image_size)
 
 
 def ensure_cifar10(root: Path) -> None:

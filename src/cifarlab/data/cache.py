@@ -115,7 +115,10 @@ def _fingerprint(
     image_size: int = 32,
 ) -> str:
     """Changes whenever the files a cache was built from change (names, sizes, times)."""
-    settings = f"{source}|{split}|{label_type}|{image_size}|{','.join(classes)}"
+    settings = f"{source}|{split}|{','.join(classes)}"
+    # only what differs from CIFAR-10's 32x32 is added, so caches built before these keys stay valid
+    settings += f"|{label_type}" if source == "cifar100" else ""
+    settings += f"|{image_size}px" if image_size != 32 else ""
     digest = hashlib.sha1(settings.encode())
     if source in PICKLES:
         folder, files = PICKLES[source]

@@ -54,11 +54,11 @@ def test_folder_images_are_converted_once_as_predict_converts_them(tmp_path: Pat
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_model_takes_the_image_size(name: str) -> None:
+def test_every_model_takes_the_image_size_and_100_classes(name: str) -> None:
     width = {"lenet": 6, "fc512": 32, "bn_cnn": 8, "fastnet": 16, "resnet": 8}[name]
-    net = build_model(name, 5, width, image_size=48).eval()
+    net = build_model(name, 100, width, image_size=48).eval()
     with torch.no_grad():
-        assert net(torch.zeros(2, 3, 48, 48)).shape == (2, 5)
+        assert net(torch.zeros(2, 3, 48, 48)).shape == (2, 100)
 
 
 def test_a_folder_of_other_sizes_trains_predicts_and_exports(tmp_path: Path) -> None:

@@ -315,7 +315,8 @@ class ErrorAnalysis(L.Callback):
         names = list(pl_module.class_names)
         temperature = read_temperature(self.temperature_path) if self.temperature_path else None
         analysis, matrix, images = analyse(collected, names, self.num_hardest, temperature)
-        pictures = _as_pictures(images, pl_module.hparams.data.get("normalize", "cifar10"))
+        data = pl_module.hparams.get("data") or {}  # a bare module may have no data settings
+        pictures = _as_pictures(images, data.get("normalize", "cifar10"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_analysis_files(self.output_dir, analysis, matrix, names)
         figures = {

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import (
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
+from cifarlab.analysis import ErrorAnalysis
 from cifarlab.checkpoints import (
     AtomicCheckpointIO,
     ConfigInCheckpoint,
@@ -160,7 +161,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer of a training run, with the callbacks that keep its results safe: the config
     and random states in every checkpoint, the divergence check, the provenance (run folder and
-    checkpoints), atomic checkpoint writes."""
+    checkpoints), atomic checkpoint writes; and the error analysis of its test."""
     callbacks = build_callbacks(cfg)
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
@@ -173,6 +174,7 @@ def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
         ResumableTrainingState(),
         DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
         RunProvenance(own_folder(cfg)),
+        ErrorAnalysis(cfg.paths.output_dir),
     ]
     return build_trainer(
         cfg.trainer,

@@ -22,7 +22,6 @@ from lightning.pytorch.callbacks import (
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
-from cifarlab.analysis import ErrorAnalysis
 from cifarlab.checkpoints import (
     AtomicCheckpointIO,
     ConfigInCheckpoint,
@@ -158,10 +157,11 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return callbacks
 
 
-def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
+def build_fit_trainer(cfg: DictConfig, record_provenance: bool = True) -> L.Trainer:
     """The Trainer of a training run, with the callbacks that keep its results safe: the config
     and random states in every checkpoint, the divergence check, the provenance (run folder and
-    checkpoints), atomic checkpoint writes; and the error analysis of its test."""
+    checkpoints; ``record_provenance=False`` for timed runs, which write nothing), atomic
+    checkpoint writes."""
     callbacks = build_callbacks(cfg)
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
@@ -173,8 +173,7 @@ def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
         RandomStates(),
         ResumableTrainingState(),
         DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
-        RunProvenance(own_folder(cfg)),
-        ErrorAnalysis(cfg.paths.output_dir),
+        *([RunProvenance(own_folder(cfg))] if record_provenance else []),
     ]
     return build_trainer(
         cfg.trainer,

@@ -150,7 +150,7 @@ class TimedSession:
         """Run ``index`` (its seed): fit, then test the final weights; airbench's clock."""
         self.fresh_weights(index)
         self.datamodule.seed = index  # the data order and augmentation of a run seeded so
-        trainer = build_fit_trainer(self.cfg)
+        trainer = build_fit_trainer(self.cfg, record_provenance=False)
         (clock,) = [c for c in trainer.callbacks if isinstance(c, AirbenchClock)]
         with CompileWatch() as compiles:
             trainer.fit(self.module, datamodule=self.datamodule)

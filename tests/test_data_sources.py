@@ -90,14 +90,14 @@ def test_every_unusable_image_is_named_in_one_paragraph(tmp_path: Path) -> None:
     broken = [root / "test" / "cat" / "0001.png", root / "test" / "bird" / "0000.png"]
     for path in broken:
         path.write_bytes(b"\x89PNG but then nothing")
-    Image.new("L", (40, 30)).save(root / "test" / "frog" / "0000.png")
+    Image.new("L", (40, 30)).save(root / "test" / "frog" / "0000.png")  # any size is usable
     with pytest.raises(CifarlabError) as info:
         load_split("folder", root, "test")
     message = str(info.value)
-    assert "\n" not in message and message.startswith("3 of the 6 images")
+    assert "\n" not in message and message.startswith("2 of the 6 images")
     for path in broken:
         assert f"{path} cannot be decoded" in message
-    assert f"{root / 'test' / 'frog' / '0000.png'} is 40x30 pixels, not 32x32" in message
+    assert "frog" not in message
 
 
 def pictures_in_every_mode(folder: Path) -> dict[str, np.ndarray]:

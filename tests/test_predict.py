@@ -246,10 +246,10 @@ def test_predictions_csv_keeps_what_was_predicted_before_a_crash(
         Image.new("RGB", (32, 32), (20 * i, 0, 0)).save(photos / f"{i}.png")
     read = cifarlab.predict.load_image
 
-    def crash_on_the_last(path: Path) -> torch.Tensor:
+    def crash_on_the_last(path: Path, size: int) -> torch.Tensor:
         if path.name == "8.png":
             raise RuntimeError("the process dies here")
-        return read(path)
+        return read(path, size)
 
     monkeypatch.setattr(cifarlab.predict, "load_image", crash_on_the_last)
     with pytest.raises(RuntimeError, match="the process dies here"):

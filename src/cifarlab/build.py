@@ -157,10 +157,11 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return callbacks
 
 
-def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
+def build_fit_trainer(cfg: DictConfig, record_provenance: bool = True) -> L.Trainer:
     """The Trainer of a training run, with the callbacks that keep its results safe: the config
     and random states in every checkpoint, the divergence check, the provenance (run folder and
-    checkpoints), atomic checkpoint writes."""
+    checkpoints; ``record_provenance=False`` for timed runs, which write nothing), atomic
+    checkpoint writes."""
     callbacks = build_callbacks(cfg)
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
@@ -172,7 +173,7 @@ def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
         RandomStates(),
         ResumableTrainingState(),
         DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
-        RunProvenance(own_folder(cfg)),
+        *([RunProvenance(own_folder(cfg))] if record_provenance else []),
     ]
     return build_trainer(
         cfg.trainer,

@@ -59,10 +59,10 @@ def portable_state_dict(network: Network) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def check_batch(seed: int = 0, size: int = 5) -> torch.Tensor:
+def check_batch(seed: int = 0, size: int = 5, image_size: int = INPUT_SIZE) -> torch.Tensor:
     """Normalized-looking random images; the size differs from the traced example's on purpose."""
     return torch.randn(
-        size, 3, INPUT_SIZE, INPUT_SIZE, generator=torch.Generator().manual_seed(seed)
+        size, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed)
     )
 
 
@@ -155,7 +155,7 @@ def sidecar(network: Network, fmt: str, path: Path, ckpt_path: str, diff: float 
         "class_names": network.class_names,
         "normalize": {"name": network.normalize, "mean": network.mean, "std": network.std},
         "input": {
-            "shape": ["batch", 3, INPUT_SIZE, INPUT_SIZE],
+            "shape": ["batch", 3, network.image_size, network.image_size],
             "dtype": "float32",
             "layout": "NCHW, RGB, (pixel / 255 - mean) / std",
         },
@@ -182,7 +182,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     path = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(FORMATS[fmt])
     info_path = path.with_name(path.name + ".json")
     check_targets(ckpt, [path, info_path], overwrite, FORMATS[fmt])
-    batch = check_batch()
+    batch = check_batch(image_size=network.image_size)
     net = network.net.float().cpu().eval()
     diffs: list[float] = []
 

@@ -52,7 +52,9 @@ class ClassifierModule(L.LightningModule):
             )
         check_tta(tta)
         self.tta = tta
-        self.net = build_from_config(model, len(class_names))
+        self.net = build_from_config(
+            model, len(class_names), image_size=(data or {}).get("image_size", 32)
+        )
         self.compile_net = model.get("compile", False)
         self._net_compiled = False  # by configure_model, in this process (see __getstate__)
         # cutout/mixup/cutmix of training batches, seeded by the run's seed (kept in data's)

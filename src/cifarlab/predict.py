@@ -26,6 +26,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from cifarlab.analysis import read_temperature, temperature_path
 from cifarlab.data.pictures import (
     PICTURE_SUFFIXES,
     READ_ERRORS,
@@ -33,8 +34,7 @@ from cifarlab.data.pictures import (
     as_tensor,
     is_picture_name,
     open_picture,
-    to_rgb,
-    upright,
+    square_rgb,
     why_unreadable,
 )
 from cifarlab.errors import CifarlabError
@@ -203,36 +203,16 @@ def find_inputs(spec: Any, class_names: Sequence[str]) -> list[Item]:
     return items
 
 
-def _centre_square(image: Image.Image) -> Image.Image:
-    """The largest centred square: what survives the final crop, so nothing else is resized."""
-    width, height = image.size
-    side = min(width, height)
-    if width == height:
-        return image
-    left, top = (width - side) // 2, (height - side) // 2
-    return image.crop((left, top, left + side, top + side))
-
-
-def load_image(path: Path) -> torch.Tensor:
-    """Any picture -> (3, 32, 32) uint8 RGB, the way the README describes it.
-
-    The work is bounded whatever the picture's shape: a JPEG is decoded at the smallest DCT scale
-    (1/2, 1/4 or 1/8) that keeps 64 pixels a side; only the centre square is converted and
-    resized, and the resize first shrinks by whole factors (``reducing_gap``) as
-    ``Image.thumbnail`` does. A 1,000,000x2 strip costs a 2x2 square, not a 16,000,000x32 one.
-    """
+def load_image(path: Path, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Any picture -> (3, size, size) uint8 RGB, converted as training folders are
+    (``cifarlab.data.pictures.square_rgb``)."""
     with open_picture(path) as image:
-        if image.format == "JPEG":
-            image.draft(None, (2 * INPUT_SIZE, 2 * INPUT_SIZE))
-        rgb = to_rgb(_centre_square(upright(image)))
-    if rgb.size != (INPUT_SIZE, INPUT_SIZE):
-        rgb = rgb.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    return as_tensor(rgb)
+        return as_tensor(square_rgb(image, size))
 
 
-def _read(item: Item) -> tuple[torch.Tensor | None, str]:
+def _read(item: Item, size: int) -> tuple[torch.Tensor | None, str]:
     try:
-        return load_image(item.path), ""
+        return load_image(item.path, size), ""
     except (PictureError, *READ_ERRORS) as err:
         return None, f"{item.path}: {why_unreadable(err)}"
 
@@ -243,21 +223,28 @@ def _batches(items: list[Item], size: int) -> Iterator[list[Item]]:
 
 
 def predict_batches(
-    network: Network, items: list[Item], device: torch.device, batch_size: int, top_k: int
+    network: Network,
+    items: list[Item],
+    device: torch.device,
+    batch_size: int,
+    top_k: int,
+    temperature: float = 1.0,
 ) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
     """Per batch of files: rows (one per readable file, top-k classes with probabilities) and
-    the errors of the files that could not be read."""
+    the errors of the files that could not be read. The logits are divided by ``temperature``
+    (eval.py calibrate=true) before the softmax: the ranking stays, the probabilities change."""
     net = network.net.to(device)
     k = min(top_k, len(network.class_names))
     for chunk in _batches(items, batch_size):
-        loaded = [(item, *_read(item)) for item in chunk]
+        loaded = [(item, *_read(item, network.image_size)) for item in chunk]
         errors = [error for _, image, error in loaded if image is None]
         good = [(item, image) for item, image, _ in loaded if image is not None]
         rows: list[dict[str, Any]] = []
         if good:
             images = torch.stack([image for _, image in good]).to(device)
             with torch.inference_mode():
-                probs = net(network.preprocess(images)).float().softmax(dim=1).cpu()
+                logits = net(network.preprocess(images)).float() / temperature
+                probs = logits.softmax(dim=1).cpu()
             values, indices = probs.topk(k, dim=1)
             for (item, _), p, i in zip(good, values.tolist(), indices.tolist(), strict=True):
                 top = [
@@ -298,7 +285,12 @@ def _csv_row(row: dict[str, Any]) -> list[Any]:
 
 
 def predict_to_csv(
-    network: Network, items: list[Item], cfg: DictConfig, device: torch.device, csv_path: Path
+    network: Network,
+    items: list[Item],
+    cfg: DictConfig,
+    device: torch.device,
+    csv_path: Path,
+    temperature: float = 1.0,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Predicts ``items`` batch by batch; each batch's rows are appended to ``csv_path`` and
     flushed to disk, and each unreadable file is named on stderr, as they come, so a crash or
@@ -312,7 +304,7 @@ def predict_to_csv(
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(_csv_header(cfg.top_k))
         for batch_rows, batch_errors in predict_batches(
-            network, items, device, cfg.batch_size, cfg.top_k
+            network, items, device, cfg.batch_size, cfg.top_k, temperature
         ):
             for error in batch_errors:
                 print(f"error: {error}", file=sys.stderr)
@@ -381,9 +373,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     items = find_inputs(to_plain_dict(cfg).get("input"), network.class_names)
     device = pick_device(str(cfg.get("device", "auto")))
     output_dir = Path(cfg.paths.output_dir)
-    rows, errors = predict_to_csv(network, items, cfg, device, output_dir / "predictions.csv")
+    sidecar = temperature_path(cfg.ckpt_path)
+    temperature = read_temperature(sidecar)
+    if temperature is not None:
+        print(f"Probabilities calibrated with temperature {temperature:.4f} from {sidecar}")
+    rows, errors = predict_to_csv(
+        network, items, cfg, device, output_dir / "predictions.csv", temperature or 1.0
+    )
     summary: dict[str, Any] = {
         "ckpt_path": str(cfg.ckpt_path),
+        "temperature": temperature,
         "model": network.model["name"],
         "class_names": network.class_names,
         "files": len(items),

@@ -30,6 +30,7 @@ CONF_TARGETS = frozenset(
         "lightning.pytorch.callbacks.LearningRateMonitor",
         "lightning.pytorch.callbacks.ModelCheckpoint",
         "lightning.pytorch.loggers.CSVLogger",
+        "cifarlab.analysis.ErrorAnalysis",
         "cifarlab.callbacks.ClassFigures",
         "cifarlab.callbacks.HParamsLogger",
         "cifarlab.callbacks.ImageGrids",

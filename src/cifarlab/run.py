@@ -21,11 +21,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer, sigterm_reaches_workers
+from cifarlab.analysis import ErrorAnalysis, read_analysis, temperature_path
 from cifarlab.build import build_eval_task, build_fit_trainer, build_task
+from cifarlab.calibration import TemperatureFit
 from cifarlab.callbacks import stop_reason
 from cifarlab.checkpoints import checkpoint_paths, load_checkpoint
 from cifarlab.console import quiet_console
 from cifarlab.divergence import divergence_message
+from cifarlab.errors import CifarlabError
 from cifarlab.loggers import finish_runs
 from cifarlab.module import ClassifierModule
 from cifarlab.provenance import (
@@ -36,7 +39,12 @@ from cifarlab.provenance import (
     record_run,
 )
 from cifarlab.pruning import pruned_epoch
-from cifarlab.report import per_class_from, plot_per_class, print_accuracy_table
+from cifarlab.report import (
+    per_class_from,
+    plot_per_class,
+    print_accuracy_table,
+    print_analysis,
+)
 from cifarlab.resume import interrupted_message, resume_config
 from cifarlab.tune import check_tune, find_lr
 from cifarlab.utils import FileWriteError, log, write_json
@@ -154,10 +162,12 @@ def report_results(
     if "test/acc_no_tta" in results:  # tta on: test/acc scores the averaged views
         metrics["test/acc_no_tta"] = float(results["test/acc_no_tta"])
         stage_title += f", with TTA ({100 * metrics['test/acc_no_tta']:.2f}% without)"
-    metrics = {**metrics, "test/acc_class": per_class, **extra}
+    analysis = read_analysis(output_dir) if trainer.is_global_zero else {}
+    metrics = {**metrics, "test/acc_class": per_class, **analysis, **extra}
     metrics = trainer.strategy.broadcast(metrics, src=0)
     if trainer.is_global_zero:
         print_accuracy_table(stage_title, overall, per_class)
+        print_analysis(metrics)
         plot_per_class(output_dir / "per_class_accuracy.png", stage_title, per_class)
         write_json(output_dir / "metrics.json", metrics)
     return metrics
@@ -230,10 +240,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
     datamodule, module = build_eval_task(cfg, ckpt)
     L.seed_everything(cfg.seed, workers=True)
-    trainer = build_trainer(cfg.trainer, logger=False, callbacks=[RunProvenance(own_folder(cfg))])
+    calibrate = check_calibrate(cfg, datamodule)
+    sidecar = temperature_path(cfg.ckpt_path)
+    callbacks = [
+        RunProvenance(own_folder(cfg)),
+        ErrorAnalysis(output_dir, temperature_path=sidecar if calibrate else None),
+    ]
+    if calibrate:
+        callbacks.append(TemperatureFit(sidecar, str(cfg.ckpt_path)))
+    trainer = build_trainer(cfg.trainer, logger=False, callbacks=callbacks)
     made_by = ckpt.get(CHECKPOINT_KEY) or {"git_commit": "unknown (the checkpoint records none)"}
     if trainer.is_global_zero:
         print(f"Checkpoint {cfg.ckpt_path} was trained at commit {describe_commit(made_by)}")
+    if calibrate:  # writes the temperature beside the checkpoint, which the test then applies
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     model = ckpt["hyper_parameters"]["model"]["name"]
     return report_results(
@@ -252,3 +272,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "output_dir": str(output_dir),
         },
     )
+
+
+def check_calibrate(cfg: DictConfig, datamodule: L.LightningDataModule) -> bool:
+    """``calibrate=true`` needs images held out from training to fit the temperature on."""
+    calibrate = cfg.get("calibrate", False)
+    if not isinstance(calibrate, bool):
+        raise CifarlabError(f"calibrate={calibrate!r} must be true or false.")
+    if calibrate and datamodule.val_size == 0:
+        raise CifarlabError(
+            "calibrate=true fits the temperature on the validation split, and this checkpoint's "
+            "run held none out (data.val_size=0). Set data.val_size=N (e.g. 5000) to hold out "
+            "N training images; never fit it on the test split it is judged on."
+        )
+    return calibrate

@@ -31,9 +31,10 @@ class Network:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     normalize: str
+    image_size: int = 32  # the run's data.image_size: the side of the square inputs
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 32, 32) uint8 RGB -> the normalized float batch the network was trained on."""
+        """(N, 3, S, S) uint8 RGB -> the normalized float batch the network was trained on."""
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         return (images.float() / 255.0 - mean) / std
@@ -50,7 +51,8 @@ def load_network(ckpt_path: str | None, purpose: str) -> Network:
     hparams = ckpt["hyper_parameters"]
     model = dict(hparams["model"])
     class_names = list(hparams["class_names"])
-    net = build_from_config(model, len(class_names))
+    image_size = int((hparams.get("data") or {}).get("image_size", 32))
+    net = build_from_config(model, len(class_names), image_size)
     weights = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)
@@ -68,4 +70,4 @@ def load_network(ckpt_path: str | None, purpose: str) -> Network:
             f"{', '.join(NORMALIZATIONS)}). Use the cifarlab version that trained it."
         )
     mean, std = NORMALIZATIONS[normalize]
-    return Network(net.eval(), model, class_names, mean, std, normalize)
+    return Network(net.eval(), model, class_names, mean, std, normalize, image_size)

@@ -127,3 +127,31 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def as_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB image as a ``(3, H, W)`` uint8 tensor."""
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _centre_square(image: Image.Image) -> Image.Image:
+    """The largest centred square: what survives the final crop, so nothing else is resized."""
+    width, height = image.size
+    side = min(width, height)
+    if width == height:
+        return image
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def square_rgb(image: Image.Image, size: int) -> Image.Image:
+    """Any opened picture -> ``size`` x ``size`` RGB: upright, the shorter side resized and the
+    centre cropped (the centre square is cut first, so the same pixels result), any mode.
+
+    The work is bounded whatever the picture's shape: a JPEG is decoded at the smallest DCT scale
+    (1/2, 1/4 or 1/8) that keeps twice ``size`` pixels a side; only the centre square is
+    converted and resized, and the resize first shrinks by whole factors (``reducing_gap``) as
+    ``Image.thumbnail`` does. A 1,000,000x2 strip costs a 2x2 square, not a 16,000,000x32 one.
+    A picture already ``size`` x ``size`` keeps its pixels.
+    """
+    if image.format == "JPEG":
+        image.draft(None, (2 * size, 2 * size))
+    rgb = to_rgb(_centre_square(upright(image)))
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return rgb

@@ -6,6 +6,7 @@ Nothing here caches: ``cifarlab.data.cache`` decides when a source has to be rea
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import os
 import pickle
@@ -25,8 +26,7 @@ from cifarlab.data.pictures import (
     PictureError,
     as_tensor,
     open_picture,
-    to_rgb,
-    upright,
+    square_rgb,
     why_unreadable,
 )
 from cifarlab.errors import CifarlabError
@@ -44,9 +44,138 @@ CIFAR10_CLASSES = (
     "ship",
     "truck",
 )
-SOURCES = ("cifar10", "folder")
+# torchvision's CIFAR-100 label names (its "meta" file), in label order: 100 fine classes and the
+# 20 superclasses that group them (data.label_type=coarse)
+CIFAR100_FINE = (
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
+)
+CIFAR100_COARSE = (
+    "aquatic_mammals",
+    "fish",
+    "flowers",
+    "food_containers",
+    "fruit_and_vegetables",
+    "household_electrical_devices",
+    "household_furniture",
+    "insects",
+    "large_carnivores",
+    "large_man-made_outdoor_things",
+    "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores",
+    "medium_mammals",
+    "non-insect_invertebrates",
+    "people",
+    "reptiles",
+    "small_mammals",
+    "trees",
+    "vehicles_1",
+    "vehicles_2",
+)
+SOURCES = ("cifar10", "cifar100", "folder")
+LABEL_TYPES = {"fine": CIFAR100_FINE, "coarse": CIFAR100_COARSE}
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR100_DIR = "cifar-100-python"
+CIFAR100_FILES = {"train": ["train"], "test": ["test"]}
 # numpy's functions that rebuild a pickled array, as numpy itself names them when pickling one
 # (protocols 2-4 and 5); what _BatchUnpickler admits resolves to these objects
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1, np.uint8))[0]
@@ -143,9 +272,13 @@ def folder_classes(root: Path) -> list[str]:
     return classes
 
 
-def source_classes(source: str, root: Path) -> list[str]:
+def source_classes(source: str, root: Path, label_type: str = "fine") -> list[str]:
     """Class names of a source, in label order, without reading any image."""
-    return list(CIFAR10_CLASSES) if source == "cifar10" else folder_classes(root)
+    if source == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if source == "cifar100":
+        return list(LABEL_TYPES[label_type])
+    return folder_classes(root)
 
 
 def _class_folders(split_dir: Path, classes: Sequence[str], skipped: _Skipped) -> dict[str, Path]:
@@ -206,26 +339,23 @@ def scan_folder(root: Path, split: str, classes: Sequence[str]) -> list[tuple[os
     return files
 
 
-def _decode_one(path: Path) -> torch.Tensor | str:
-    """A training image as (3, 32, 32) uint8 RGB, read as ``cifarlab.data.pictures`` reads every
-    picture (any mode), or why it cannot be one. The size is checked from the header, before a
-    pixel is decoded."""
+def _decode_one(path: Path, size: int) -> torch.Tensor | str:
+    """A training image as (3, size, size) uint8 RGB, converted as predict.py converts every
+    picture (any mode and size: ``square_rgb``), or why it cannot be one."""
     try:
         with open_picture(path) as image:
-            if image.size != (32, 32):
-                width, height = image.size
-                return f"{path} is {width}x{height} pixels, not 32x32"
-            return as_tensor(to_rgb(upright(image)))
+            return as_tensor(square_rgb(image, size))
     except (PictureError, *READ_ERRORS) as err:
         return f"{path} cannot be decoded ({why_unreadable(err)})"
 
 
-def read_folder(root: Path, split: str, classes: Sequence[str]) -> ImageSet:
-    """Every image of a folder split, decoded on all usable cores; every file that cannot be used
-    is named, in one paragraph."""
+def read_folder(root: Path, split: str, classes: Sequence[str], image_size: int = 32) -> ImageSet:
+    """Every image of a folder split at ``image_size``, decoded on all usable cores; every file
+    that cannot be used is named, in one paragraph."""
     files = [(Path(e.path), label) for e, label in scan_folder(root, split, classes)]
     with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
-        images = list(pool.map(_decode_one, (p for p, _ in files), chunksize=256))
+        decode = functools.partial(_decode_one, size=image_size)
+        images = list(pool.map(decode, (p for p, _ in files), chunksize=256))
     failures = [image for image in images if isinstance(image, str)]
     if failures:
         shown = "; ".join(failures[:5]) + (
@@ -233,8 +363,8 @@ def read_folder(root: Path, split: str, classes: Sequence[str]) -> ImageSet:
         )
         raise CifarlabError(
             f"{len(failures)} of the {len(files)} images under {root / split} cannot be used: "
-            f"{shown}. Every image of a training folder must be a 32x32 picture that Pillow "
-            "reads (any mode: RGB, grayscale, palette, 16-bit, with transparency, ...); resize, "
+            f"{shown}. Every image of a training folder must be a picture that Pillow reads "
+            "(any size and mode: RGB, grayscale, palette, 16-bit, with transparency, ...); "
             "replace or remove these files."
         )
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
@@ -272,37 +402,41 @@ class _ForeignName(pickle.UnpicklingError):
     """A name the CIFAR-10 format does not use, asked for by the pickle being read."""
 
 
-def _read_batch(path: Path) -> dict[str, Any]:
-    """One batch file as its dict, read with ``_BatchUnpickler``; anything else is refused."""
+def _read_batch(
+    path: Path, labels_key: str = "labels", num_classes: int = 10, name: str = "CIFAR-10"
+) -> dict[str, Any]:
+    """One batch file as its dict, read with ``_BatchUnpickler``; anything else is refused.
+    CIFAR-100's files have the same layout, with ``fine_labels`` and ``coarse_labels``."""
     folder = path.parent
     try:
         with open(path, "rb") as f:
             entry = _BatchUnpickler(f, encoding="latin1").load()
     except _ForeignName as err:
         raise CifarlabError(
-            f"{path} is not a CIFAR-10 batch: its pickle asks for {err}, which that format never "
+            f"{path} is not a {name} batch: its pickle asks for {err}, which that format never "
             "uses (it holds numpy arrays and lists only), and unpickling it could run code, so "
-            f"it was not read. Delete {folder} to download CIFAR-10 again, or point data.root at "
+            f"it was not read. Delete {folder} to download {name} again, or point data.root at "
             "a folder with torchvision's files."
         ) from None
     except Exception as err:  # a damaged pickle fails in many ways, each to be told the same
         raise CifarlabError(
-            f"{path} cannot be read as a CIFAR-10 batch ({type(err).__name__}: {err}); it is "
-            f"truncated or not such a file. Delete {folder} to download CIFAR-10 again."
+            f"{path} cannot be read as a {name} batch ({type(err).__name__}: {err}); it is "
+            f"truncated or not such a file. Delete {folder} to download {name} again."
         ) from None
     data = entry.get("data") if isinstance(entry, dict) else None
-    labels = entry.get("labels") if isinstance(entry, dict) else None
+    labels = entry.get(labels_key) if isinstance(entry, dict) else None
     if (
         not isinstance(data, np.ndarray)
         or data.ndim != 2
         or data.shape[1] != 3 * 32 * 32
         or not isinstance(labels, list)
         or len(labels) != len(data)
-        or not all(isinstance(label, int) and 0 <= label < len(CIFAR10_CLASSES) for label in labels)
+        or not all(isinstance(label, int) and 0 <= label < num_classes for label in labels)
     ):
         raise CifarlabError(
-            f"{path} is not a CIFAR-10 batch: it must hold 'data', an (N, 3072) array, and "
-            f"'labels', N class numbers 0-9. Delete {folder} to download CIFAR-10 again."
+            f"{path} is not a {name} batch: it must hold 'data', an (N, 3072) array, and "
+            f"'{labels_key}', N class numbers 0-{num_classes - 1}. Delete {folder} to download "
+            f"{name} again."
         )
     return entry
 
@@ -322,9 +456,36 @@ def read_cifar10(root: Path, split: str) -> ImageSet:
     )
 
 
-def read_source(source: str, root: Path, split: str, classes: Sequence[str]) -> ImageSet:
+def read_cifar100(root: Path, split: str, label_type: str = "fine") -> ImageSet:
+    """Reads torchvision's on-disk CIFAR-100 as ``read_cifar10`` reads CIFAR-10, with the fine
+    (100 classes) or coarse (20 superclasses) labels."""
+    names = LABEL_TYPES[label_type]
+    data, labels = [], []
+    for name in CIFAR100_FILES[split]:
+        entry = _read_batch(
+            root / CIFAR100_DIR / name, f"{label_type}_labels", len(names), "CIFAR-100"
+        )
+        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry[f"{label_type}_labels"])
+    return ImageSet(
+        torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64), list(names)
+    )
+
+
+def read_source(
+    source: str,
+    root: Path,
+    split: str,
+    classes: Sequence[str],
+    label_type: str = "fine",
+    image_size: int = 32,
+) -> ImageSet:
     """A split decoded from its files (``classes`` as ``source_classes`` gives them)."""
-    return read_cifar10(root, split) if source == "cifar10" else read_folder(root, split, classes)
+    if source == "cifar10":
+        return read_cifar10(root, split)
+    if source == "cifar100":
+        return read_cifar100(root, split, label_type)
+    return read_folder(root, split, classes, image_size)
 
 
 def ensure_cifar10(root: Path) -> None:
@@ -348,4 +509,27 @@ def ensure_cifar10(root: Path) -> None:
             "or put the extracted cifar-10-python.tar.gz (from "
             f"https://www.cs.toronto.edu/~kriz/cifar.html) into {root}, or use images on disk "
             "with data.source=folder data.root=PATH (train/<class>/*.jpg, test/<class>/*.jpg)."
+        ) from None
+
+
+def ensure_cifar100(root: Path) -> None:
+    """Downloads torchvision's CIFAR-100 into ``root`` unless its files are already there."""
+    missing = [
+        n
+        for names in CIFAR100_FILES.values()
+        for n in names
+        if not (root / CIFAR100_DIR / n).is_file()
+    ]
+    if not missing:
+        return
+    from torchvision.datasets import CIFAR100
+
+    try:
+        CIFAR100(str(root), train=True, download=True)
+    except Exception as err:
+        raise CifarlabError(
+            f"CIFAR-100 is not in {root / CIFAR100_DIR} (missing {', '.join(missing)}) and the "
+            f"download failed ({type(err).__name__}: {err}). Either run once with network access, "
+            "or put the extracted cifar-100-python.tar.gz (from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html) into {root}."
         ) from None

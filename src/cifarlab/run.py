@@ -38,6 +38,7 @@ from cifarlab.provenance import (
     own_folder,
     record_run,
 )
+from cifarlab.pruning import pruned_epoch
 from cifarlab.report import (
     per_class_from,
     plot_per_class,
@@ -72,7 +73,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record_failed_write(trainer, output_dir, err, start)
         raise
     outcome = fit_outcome(trainer, module, cfg, start)
-    if outcome["status"] == "diverged" and not outcome["best_ckpt"]:
+    # a pruned search trial is not worth a test; a diverged run without a checkpoint has no model
+    if outcome["status"] == "pruned" or (
+        outcome["status"] == "diverged" and not outcome["best_ckpt"]
+    ):
+        finish_runs(trainer)
         if trainer.is_global_zero:
             write_json(output_dir / "metrics.json", outcome)
         return outcome
@@ -121,11 +126,17 @@ def fit_outcome(
         log.error("%s", problem)
     best_score = trainer.callback_metrics.get("val/acc_best")
     best, last = checkpoint_paths(trainer)
+    pruned = pruned_epoch(trainer)
+    status, reason = "completed", stop_reason(trainer)
+    if problem:
+        status, reason = "diverged", "diverged (non-finite loss)"
+    elif pruned is not None:
+        status, reason = "pruned", f"pruned by the search after epoch {pruned}"
     return {
         "val/acc_best": float(best_score) if best_score is not None else None,
-        "status": "diverged" if problem else "completed",
+        "status": status,
         **({"message": problem} if problem else {}),
-        "stop_reason": "diverged (non-finite loss)" if problem else stop_reason(trainer),
+        "stop_reason": reason,
         "epochs": int(trainer.callback_metrics.get("train/epochs", trainer.current_epoch)),
         "wall_time_s": round(time.perf_counter() - start, 2),
         "model": cfg.model.name,

@@ -58,13 +58,14 @@ SUMMARY_COLUMNS = (
 # then the ones that did not end (interrupted: metrics.json says so; incomplete: it says nothing)
 STATUS_ORDER = {
     "completed": 0,
-    "diverged": 1,
-    "failed": 2,
-    "interrupted": 3,
-    "incomplete": 4,
-    "not started": 5,
+    "pruned": 1,
+    "diverged": 2,
+    "failed": 3,
+    "interrupted": 4,
+    "incomplete": 5,
+    "not started": 6,
 }
-FINISHED = ("completed", "diverged", "failed")
+FINISHED = ("completed", "pruned", "diverged", "failed")
 
 
 def swept_keys() -> set[str]:
@@ -408,8 +409,8 @@ class SweepCallback(Callback):
     Args:
         isolate_failures: a job that raises is recorded as ``failed`` (with its message) and
             reported to the sweeper as a job that returned nothing, so Hydra's sweeper goes on with
-            the remaining jobs instead of re-raising the first error. The Optuna sweeper then
-            marks that trial as failed (see ``max_failure_rate`` in conf/hparams_search/).
+            the remaining jobs instead of re-raising the first error. A search
+            (cifarlab.search) records that trial as failed and goes on.
     """
 
     def __init__(self, isolate_failures: bool = True) -> None:

@@ -7,6 +7,7 @@ other ``data.*`` keys of conf/eval.yaml override them.
 import hydra
 from omegaconf import DictConfig
 
+import cifarlab.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
 from cifarlab.run import evaluate
 from cifarlab.utils import run_entry
 

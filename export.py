@@ -8,12 +8,15 @@ conf/export.yaml has the options.
 import hydra
 from omegaconf import DictConfig
 
+import cifarlab.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
 from cifarlab.export import export
+from cifarlab.provenance import record_run
 from cifarlab.utils import run_entry
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    record_run(cfg.paths.output_dir, device="cpu")  # the network is exported on the CPU
     run_entry(export, cfg)
 
 

@@ -10,12 +10,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+import cifarlab.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
 from cifarlab.predict import predict
+from cifarlab.provenance import record_run
 from cifarlab.utils import run_entry
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    record_run(cfg.paths.output_dir, device=cfg.get("device", "auto"))
     if run_entry(predict, cfg)["failed"]:
         sys.exit(1)
 

@@ -6,6 +6,7 @@ Configs live in conf/ (train.yaml is the entry); ``python train.py --help`` list
 import hydra
 from omegaconf import DictConfig
 
+import cifarlab.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
 from cifarlab.checks import check_model, check_optimizer
 from cifarlab.utils import run_entry
 

@@ -160,13 +160,14 @@ class DeviceProbe(L.Callback):
 
 
 class AirbenchClock(L.Callback):
-    """airbench's clock, written as JSON to ``path``: ``train_s`` from the start of training to its
-    end and ``test_s`` over the test epoch (with TTA), the device synchronized at each end; and
-    ``setup_s`` from when the callbacks are built to the start of training (data decoding or
-    cache loading, the copy to the device, the whitening), which airbench leaves out."""
+    """airbench's clock: ``train_s`` from the start of training to its end and ``test_s`` over the
+    test epoch (with TTA), the device synchronized at each end; and ``setup_s`` from when the
+    callbacks are built to the start of training (data decoding or cache loading, the copy to the
+    device, the whitening), which airbench leaves out. ``record`` holds them; with ``path`` they
+    are also written there as JSON (for a benchmark that reads them from another process)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | None = None) -> None:
+        self.path = Path(path) if path else None
         self.built = time.perf_counter()
         self.record: dict[str, float] = {}
         self._start = 0.0
@@ -188,4 +189,5 @@ class AirbenchClock(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.record["test_s"] = self._now(module) - self._start
-        self.path.write_text(json.dumps(self.record))
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.record))

@@ -80,6 +80,30 @@ def make_cifar10(root: Path, per_class_batch: int = 2, per_class_test: int = 3) 
     return root
 
 
+def make_cifar100(root: Path, per_class_train: int = 2, per_class_test: int = 1) -> Path:
+    """torchvision's cifar-100-python layout: train and test pickles with fine and coarse labels
+    (fine class f belongs to superclass f // 5 here), and meta with both label lists."""
+    from cifarlab.data.sources import CIFAR100_COARSE, CIFAR100_FINE
+
+    rng = np.random.default_rng(2)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for split, per_class in (("train", per_class_train), ("test", per_class_test)):
+        fine = [c for c in range(100) for _ in range(per_class)]
+        images = np.concatenate([class_images(c, per_class, rng) for c in range(100)])
+        entry = {
+            "data": images.transpose(0, 3, 1, 2).reshape(len(fine), -1),
+            "fine_labels": fine,
+            "coarse_labels": [c // 5 for c in fine],
+        }
+        with open(folder / split, "wb") as f:
+            pickle.dump(entry, f)
+    with open(folder / "meta", "wb") as f:
+        names = {"fine_label_names": CIFAR100_FINE, "coarse_label_names": CIFAR100_COARSE}
+        pickle.dump({k: list(v) for k, v in names.items()}, f)
+    return root
+
+
 @pytest.fixture(scope="session")
 def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_folder(tmp_path_factory.mktemp("folder"))

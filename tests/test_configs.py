@@ -12,6 +12,7 @@ from cifarlab.accelerators import build_trainer
 from cifarlab.build import instantiate_all
 from cifarlab.models import MODELS
 from cifarlab.module import ClassifierModule
+from cifarlab.optim import EARLY_EPOCHS
 from cifarlab.utils import to_plain_dict
 
 from .conftest import CONF_DIR, compose_config
@@ -25,7 +26,7 @@ def test_every_model_config_names_a_registered_model() -> None:
     assert options("model") == sorted(MODELS)
 
 
-STEPS = 20  # the schedule's length in optimizer steps
+STEPS, STEPS_PER_EPOCH = 20, 4  # the schedule's length in optimizer steps, and one epoch's
 
 
 def expected_factor(scheduler: dict, step: int) -> float:
@@ -41,6 +42,8 @@ def expected_factor(scheduler: dict, step: int) -> float:
         if t < peak:
             return start + (1 - start) * t / peak
         return 1 + (end - 1) * (t - peak) / (1 - peak)
+    if scheduler["name"] == "early":  # the early parameters (fastnet's whitening bias)
+        return max(0.0, 1 - step / (scheduler["epochs"] * STEPS_PER_EPOCH))
     # onecycle (torch's defaults): from 1/25 up to 1 at pct_start, then down to 1/25/1e4
     top = scheduler["pct_start"] * STEPS - 1
     low, last = 1 / 25, 1 / 25 / 1e4
@@ -56,7 +59,8 @@ def test_model_optimizer_scheduler_compose_and_build(
     model: str, optimizer: str, scheduler: str
 ) -> None:
     """Each combination builds, its optimizer trains the net, and its schedule moves the lr of
-    every parameter group as the scheduler's config says."""
+    every parameter group as the scheduler's config says (a net's early parameters, fastnet's
+    whitening bias, as theirs says, whatever the scheduler)."""
     cfg = compose_config(
         "train",
         [
@@ -77,10 +81,16 @@ def test_model_optimizer_scheduler_compose_and_build(
     )
     x = torch.randn(2, 3, 32, 32)
     assert module.net(x).shape == (2, 3)
-    # configure_optimizers reads the schedule's length from the trainer, and nothing else
-    module.trainer = SimpleNamespace(estimated_stepping_batches=STEPS)  # type: ignore[assignment]
+    # configure_optimizers reads the schedule's and an epoch's length from the trainer, no more
+    module.trainer = SimpleNamespace(  # type: ignore[assignment]
+        estimated_stepping_batches=STEPS,
+        train_dataloader=[],  # loaded
+        num_training_batches=STEPS_PER_EPOCH,
+        accumulate_grad_batches=1,
+    )
     configured = module.configure_optimizers()
-    if scheduler == "none":
+    early = {"name": "early", "epochs": cfg.model.get("whiten_bias_epochs")}
+    if scheduler == "none" and model != "fastnet":
         optim, schedule = configured, None
     else:
         optim, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
@@ -93,9 +103,8 @@ def test_model_optimizer_scheduler_compose_and_build(
     torch.nn.functional.cross_entropy(module.net(x), torch.tensor([0, 1])).backward()
     for step in range(STEPS):
         for group, lr in zip(optim.param_groups, base, strict=True):
-            assert group["lr"] == pytest.approx(
-                lr * expected_factor(to_plain_dict(cfg.scheduler), step)
-            )
+            schedule_of_group = early if EARLY_EPOCHS in group else to_plain_dict(cfg.scheduler)
+            assert group["lr"] == pytest.approx(lr * expected_factor(schedule_of_group, step))
         optim.step()
         optim.zero_grad(set_to_none=True)  # later steps move only the schedule
         if schedule is not None and step < STEPS - 1:

@@ -8,9 +8,11 @@ import torch
 import cifarlab.data.cache as cache
 from cifarlab.data import cache_path, class_mixed_order, load_split
 from cifarlab.errors import CifarlabError
+from cifarlab.utils import temp_path
 
 from .conftest import make_folder
 from .data_helpers import datamodule
+from .test_utils import dead_pid, file_size_limit, limit_file_size
 
 
 def test_read_only_data_folder_gets_its_cache_elsewhere(
@@ -91,3 +93,28 @@ def test_a_corrupt_cache_is_rebuilt_not_served(tmp_path: Path) -> None:
     assert not torch.equal(torch.load(path, weights_only=True)["images"], good.images)
     assert torch.equal(load_split("folder", root, "test").images, good.images)
     assert torch.equal(torch.load(path, weights_only=True)["images"], good.images)
+
+
+def test_a_cache_the_disk_refuses_costs_one_line_and_the_data_is_still_served(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_folder(tmp_path / "d", n_train=3, n_test=2)  # a test split of 18 KB
+    with file_size_limit(), caplog.at_level("WARNING", logger="cifarlab"):
+        limit_file_size(4096)
+        served = load_split("folder", root, "test")
+    path = cache_path("folder", root, "test")
+    assert not path.parent.exists() or not list(path.parent.iterdir())
+    [line] = caplog.messages
+    assert f"Could not write the data cache {path} (File too large)" in line
+    assert torch.equal(load_split("folder", root, "test").images, served.images)
+    assert path.is_file()
+
+
+def test_a_killed_cache_writes_temp_file_goes_at_the_next_cache_write(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", n_train=3, n_test=2)
+    path = cache_path("folder", root, "test")
+    path.parent.mkdir(parents=True)
+    stale = temp_path(path, pid=dead_pid())
+    stale.write_bytes(b"the first megabyte of a cache" * 40_000)
+    load_split("folder", root, "test")
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

@@ -1,6 +1,7 @@
 """export.py: the bare network as a state_dict, TorchScript or ONNX file, equal to PyTorch's."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import cifarlab.export
 from cifarlab.data import CIFAR10_CLASSES
 from cifarlab.errors import CifarlabError
 from cifarlab.export import check_batch, export
@@ -18,6 +20,7 @@ from cifarlab.module import ClassifierModule
 from cifarlab.trained import load_network
 
 from .conftest import compose_config
+from .test_utils import file_size_limit, limit_file_size
 
 
 class Net(nn.Module):
@@ -131,3 +134,71 @@ def test_onnx_without_its_extra_says_how_to_install_it(
     with pytest.raises(CifarlabError, match=r"uv sync --extra onnx"):
         run_export(ckpt, "onnx", tmp_path)
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "output"),
+    [
+        ("model.pth", "state_dict", None),  # the default output is <name>.pth
+        ("best.pt", "torchscript", None),  # ... and <name>.pt
+        ("m.ckpt", "state_dict", "m.ckpt"),  # output= the checkpoint itself
+        ("m.ckpt", "torchscript", "hard_link.pt"),  # another name for the same file
+        ("m.ckpt", "state_dict", "sym_link.pth"),
+    ],
+)
+def test_export_never_writes_over_its_checkpoint(
+    tmp_path: Path, name: str, fmt: str, output: str | None
+) -> None:
+    ckpt = make_checkpoint(tmp_path / name, "lenet", 6)
+    if output == "hard_link.pt":
+        os.link(ckpt, tmp_path / output)
+    elif output == "sym_link.pth":
+        os.symlink(ckpt, tmp_path / output)
+    before = ckpt.read_bytes()
+    extra = [f"output={tmp_path / output}"] if output else []
+    for overwrite in ([], ["overwrite=true"]):  # not even when told to replace files
+        with pytest.raises(CifarlabError, match="which is the checkpoint it reads"):
+            run_export(ckpt, fmt, tmp_path, *extra, *overwrite)
+        assert ckpt.read_bytes() == before
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_an_existing_export_or_sidecar_is_replaced_only_with_overwrite(tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", "lenet", 6)
+    export_path, sidecar_path = tmp_path / "m.pth", tmp_path / "m.pth.json"
+    export_path.write_bytes(b"an earlier export")
+    with pytest.raises(CifarlabError, match=r"m\.pth, which already exists.*overwrite=true"):
+        run_export(ckpt, "state_dict", tmp_path)
+    assert export_path.read_bytes() == b"an earlier export" and not sidecar_path.exists()
+    export_path.unlink()
+    sidecar_path.write_text("{}")
+    with pytest.raises(CifarlabError, match=r"m\.pth\.json, which already exists"):
+        run_export(ckpt, "state_dict", tmp_path)
+    assert not export_path.exists() and sidecar_path.read_text() == "{}"
+    export_path.write_bytes(b"an earlier export")
+    run_export(ckpt, "state_dict", tmp_path, "overwrite=true")
+    assert set(torch.load(export_path)) >= {"conv1.weight", "fc3.bias"}
+    assert json.loads(sidecar_path.read_text())["file"] == "m.pth"
+
+
+def test_a_failed_check_keeps_the_file_it_would_have_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", "lenet", 6)
+    (tmp_path / "m.pt").write_bytes(b"an earlier export")
+    monkeypatch.setattr(cifarlab.export, "TOLERANCE", -1.0)  # no export can pass the check
+    with pytest.raises(CifarlabError, match="so it was not kept"):
+        run_export(ckpt, "torchscript", tmp_path, "overwrite=true")
+    assert (tmp_path / "m.pt").read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt", "m.pt"]
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript", "onnx"])
+def test_an_export_the_disk_refuses_names_the_path_and_the_reason(tmp_path: Path, fmt: str) -> None:
+    ckpt = make_checkpoint(tmp_path / "lenet.ckpt", "lenet", 6)
+    with file_size_limit(), pytest.raises(CifarlabError) as refused:
+        limit_file_size(4096)  # far below LeNet's 250 kB of weights, as on a full disk
+        run_export(ckpt, fmt, tmp_path)
+    message = str(refused.value)
+    assert str(tmp_path / "lenet") in message and "File too large" in message
+    assert not list(tmp_path.glob(".*.tmp"))

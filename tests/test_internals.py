@@ -9,10 +9,20 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from cifarlab.internals import averaged_module, launches_by_running_the_script
+from cifarlab.internals import (
+    averaged_module,
+    grid_jobs,
+    in_process_workers,
+    is_grid_sweeper,
+    launches_by_running_the_script,
+)
+
+from .conftest import CONF_DIR
 
 
 def cpu_trainer(strategy: str, devices: int) -> L.Trainer:
@@ -88,3 +98,28 @@ def test_lightning_calls_no_callback_hook_that_is_not_callable(tmp_path: Path) -
     )
     trainer.fit(BoringModel())
     assert steps.steps == 3
+
+
+@pytest.mark.parametrize(
+    ("strategy", "devices", "in_process"),
+    [("ddp", 2, False), ("ddp_spawn", 2, True), ("ddp_fork", 2, True), ("auto", 1, False)],
+)
+def test_only_spawn_and_fork_ddp_have_in_process_workers(
+    strategy: str, devices: int, in_process: bool
+) -> None:
+    """Before fit starts them there are none; other launches have no such list (None)."""
+    workers = in_process_workers(cpu_trainer(strategy, devices).strategy)
+    assert workers == ([] if in_process else None)
+
+
+def test_the_grid_is_expanded_in_the_order_hydras_basic_sweeper_numbers_its_jobs() -> None:
+    overrides = OverridesParser.create().parse_overrides(["a=1,2", "+b=x", "c=range(0,2)"])
+    assert grid_jobs(overrides) == [
+        ["a=1", "+b=x", "c=0"],
+        ["a=1", "+b=x", "c=1"],
+        ["a=2", "+b=x", "c=0"],
+        ["a=2", "+b=x", "c=1"],
+    ]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        default = compose("train", return_hydra_config=True).hydra.sweeper._target_
+    assert is_grid_sweeper(default) and not is_grid_sweeper("hydra_plugins.optuna.Sweeper")

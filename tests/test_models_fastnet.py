@@ -1,13 +1,19 @@
-"""The airbench-class network: its whitening layer comes from data, stays frozen, and whitens."""
+"""The airbench-class network: its whitening layer comes from data, stays frozen, and whitens;
+its bias trains early on, also under DDP."""
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from cifarlab.data import CIFAR10DataModule
+from cifarlab.errors import CifarlabError
+from cifarlab.models import build_model
 from cifarlab.models.fastnet import FastNet, whitening_filters
 from cifarlab.module import ClassifierModule
+from cifarlab.optim import EARLY_EPOCHS
 from cifarlab.run import train
 
 from .conftest import compose_config, quick_overrides
@@ -65,14 +71,42 @@ def test_fit_computes_the_whitening_from_training_images_and_keeps_it_frozen(
     assert bool(state["net.whitened"])
 
 
-def test_whitening_weight_never_trains_and_its_bias_stops_after_the_set_epochs() -> None:
+def test_ddp_run_across_the_whitening_bias_epochs_completes(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """Under DDP every trainable parameter keeps its gradient for the whole run: the whitening
+    bias stops changing through its learning rate (0 after ``whiten_bias_epochs``), not by
+    leaving the graph, which DDP's gradient reduction would refuse."""
+    cfg = compose_config(
+        "train",
+        [
+            *quick_overrides(folder_root, tmp_path),
+            "model=fastnet",
+            "model.width=8",
+            "model.whiten_bias_epochs=1",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=4",
+            "data.batch_size=32",
+        ],
+    )
+    train(cfg)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "completed" and saved["epochs"] == 3
+    checkpoint = torch.load(saved["last_ckpt"], weights_only=True)
+    groups = checkpoint["optimizer_states"][0]["param_groups"]
+    (bias_group,) = [g for g in groups if EARLY_EPOCHS in g]
+    assert bias_group["lr"] == 0.0 and all(g["lr"] > 0 for g in groups if g is not bias_group)
+
+
+def test_whitening_weight_never_trains_and_a_bad_bias_epochs_is_refused() -> None:
     net = FastNet(num_classes=3, width=4, whiten_bias_epochs=2)
     net.init_whitening(torch.randn(50, 3, 32, 32))
-    assert not net.whiten.weight.requires_grad
-    net.set_epoch(1)
-    assert net.whiten.bias.requires_grad
-    net.set_epoch(2)
-    assert not net.whiten.bias.requires_grad
+    assert not net.whiten.weight.requires_grad and net.whiten.bias.requires_grad
+    assert net.early_params() == ([net.whiten.bias], 2)
+    for bad in (-1, 1.5):
+        with pytest.raises(CifarlabError, match=rf"model.whiten_bias_epochs={bad} must be a whole"):
+            build_model("fastnet", 3, 4, whiten_bias_epochs=bad)
 
 
 def test_untrained_fastnet_without_a_datamodule_is_refused(tmp_path: Path) -> None:

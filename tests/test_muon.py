@@ -48,14 +48,14 @@ def test_orthogonalize_keeps_directions_and_evens_out_singular_values(shape) -> 
 def test_param_groups_give_muon_the_trainable_conv_filters_only() -> None:
     net = FastNet(num_classes=3, width=4)
     groups = param_groups(net, MUON)
-    weights, biases, norms, filters = groups
+    weights, norms, filters, whiten_bias = groups  # fastnet's only other bias is the whitening's
     assert filters["muon"] and (filters["lr"], filters["momentum"]) == (0.24, 0.6)
     assert len(filters["params"]) == 6 and all(p.ndim == 4 for p in filters["params"])
     assert not any(p is net.whiten.weight for p in filters["params"])  # frozen: stays SGD's
     assert any(p is net.head.weight for p in weights["params"])
-    assert biases["params"] == [net.whiten.bias] and biases["lr"] == pytest.approx(0.2)
+    assert whiten_bias["params"] == [net.whiten.bias] and whiten_bias["lr"] == pytest.approx(0.2)
     assert norms["lr"] == pytest.approx(0.4)
-    assert biases["lr"] * biases["weight_decay"] == pytest.approx(0.1 * 0.01)
+    assert whiten_bias["lr"] * whiten_bias["weight_decay"] == pytest.approx(0.1 * 0.01)
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
     assert len(param_groups(net, {**MUON, "name": "sgd"})) == 3
 

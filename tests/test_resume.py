@@ -23,13 +23,13 @@ from packaging.version import Version
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifarlab import callbacks
-from cifarlab.checkpoints import AtomicCheckpointIO
+from cifarlab.checkpoints import CONFIG_KEY, AtomicCheckpointIO
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule
-from cifarlab.resume import resume_config
+from cifarlab.resume import CONF_TARGETS, resume_config
 from cifarlab.run import train
 
-from .conftest import ROOT, compose_config, quick_overrides, run_script
+from .conftest import CONF_DIR, ROOT, compose_config, quick_overrides, run_script
 from .test_run import train_cfg
 
 RESUME_RUN = [
@@ -302,6 +302,37 @@ def test_resume_refuses_foreign_checkpoints_and_changed_settings(
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
 
+def test_a_stored_config_may_name_the_classes_of_conf_and_of_the_command_line(
+    trained_lenet: dict, tmp_path: Path
+) -> None:
+    """conf/ names the same classes as CONF_TARGETS; a class of the user's own resumes once the
+    command line names it for the same node again, and only then."""
+    named = set()
+    for path in CONF_DIR.rglob("*.yaml"):
+        if path.relative_to(CONF_DIR).parts[0] != "hydra":  # Hydra's own, never in a run config
+            named |= set(re.findall(r"^\s*_target_:\s*(\S+)", path.read_text(), re.M))
+    assert named == CONF_TARGETS
+
+    ckpt = torch.load(trained_lenet["last_ckpt"], weights_only=True)
+    config = ckpt["cifarlab_config"]
+    mine = {"_target_": "tests.test_resume.HoldBeforeSecondEpoch", "marker": "held"}
+    extended = tmp_path / "extended.ckpt"
+    torch.save(
+        {**ckpt, "cifarlab_config": {**config, "callbacks": {**config["callbacks"], "hold": mine}}},
+        extended,
+    )
+    trusted = [f"ckpt_path={extended}", "+callbacks.hold._target_=" + mine["_target_"]]
+    resumed = resume_config(compose_config("train", trusted), trusted)
+    assert resumed.callbacks.hold == mine
+    alone = [f"ckpt_path={extended}"]
+    with pytest.raises(
+        CifarlabError,
+        match=r"builds callbacks.hold from tests.test_resume.HoldBeforeSecondEpoch, .* on the "
+        r"command line as well: \+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch$",
+    ):
+        resume_config(compose_config("train", alone), alone)
+
+
 READY = "cifarlab-test: holding before epoch 1"
 
 
@@ -311,8 +342,8 @@ class HoldBeforeSecondEpoch(L.Callback):
     has received SIGTERM (or Ctrl-C, which interrupts the wait), so the test signals a run that
     is certainly between its first and second epoch.
 
-    It holds once: the resumed run, which takes this callback from the checkpoint's config,
-    finds its marker (``marker``.rank<N>) and goes on.
+    It holds once: the resumed run, which builds this callback from the checkpoint's config once
+    the command line names its class again, finds its marker (``marker``.rank<N>) and goes on.
     """
 
     def __init__(self, marker: str) -> None:
@@ -366,8 +397,33 @@ def test_sigterm_then_resume_through_train_py(folder_root: Path, tmp_path: Path)
     assert "Traceback" not in refused.stderr
 
     record = tmp_path / "record"
-    done = run_script("train.py", f"ckpt_path={last}", f"hydra.run.dir={record}", cwd=tmp_path)
+    hold = "+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch"  # trusted again
+    done = run_script(
+        "train.py", f"ckpt_path={last}", hold, f"hydra.run.dir={record}", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["status"] == "completed" and saved["epochs"] == 3
-    assert sorted(p.name for p in record.iterdir()) == [".hydra", "train.log"]
+    # the resume command's own record; its results go on in the run's folder
+    recorded = {p.name for p in record.iterdir()} - {"git_diff.patch"}  # where the tree is dirty
+    assert recorded == {".hydra", "provenance.json", "train.log"}
+
+
+@pytest.mark.parametrize("written_by", ["another grouping", "another scheduler class"])
+def test_a_training_state_of_another_version_is_named_not_crashed_on(
+    trained_lenet: dict, folder_root: Path, tmp_path: Path, written_by: str
+) -> None:
+    ckpt = torch.load(trained_lenet["last_ckpt"], weights_only=True)
+    # the run is moved here, so that nothing is written into the shared fixture's folder
+    moved = json.dumps(ckpt[CONFIG_KEY]).replace(trained_lenet["output_dir"], str(tmp_path))
+    ckpt[CONFIG_KEY] = json.loads(moved)
+    if written_by == "another grouping":  # e.g. fastnet's whitening bias before its own group
+        groups = ckpt["optimizer_states"][0]["param_groups"]
+        groups[0]["params"] = groups[0]["params"] + groups.pop(1)["params"]
+    else:  # e.g. OneCycleLR's state where this version keeps a LambdaLR
+        ckpt["lr_schedulers"][0].pop("lr_lambdas")
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    with pytest.raises(CifarlabError, match="cannot be resumed by this version") as refused:
+        train(compose_config("train", [f"ckpt_path={old}"]))
+    assert "eval.py" in str(refused.value)

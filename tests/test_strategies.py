@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -132,11 +133,12 @@ def test_train_py_returns_no_objective_for_a_run_that_did_not_complete(
     assert saved["status"] == "diverged" and saved["val/acc_best"] > 0.5
 
 
-@pytest.mark.slow  # DDP job in a subprocess; 21 s alone
-def test_ctrl_c_under_ddp_fork_names_the_last_checkpoint(folder_root: Path, tmp_path: Path) -> None:
-    """The forked workers write last.ckpt; the parent, which Ctrl-C reaches with them, must name
-    it (it used to say there was nothing to resume). Both workers hold before their second epoch
-    (tests.test_resume.HoldBeforeSecondEpoch) until Ctrl-C reaches them."""
+def interrupt_held_ddp_fork_run(
+    folder_root: Path, tmp_path: Path, interrupt: Callable[[subprocess.Popen], None]
+) -> tuple[int, str, Path]:
+    """``train.py trainer=ddp_cpu`` (ddp_fork) whose workers both hold before their second epoch
+    (tests.test_resume.HoldBeforeSecondEpoch) until ``interrupt(process)`` reaches them; returns
+    the exit code, stderr and the run folder."""
     run = tmp_path / "run"
     overrides = [o for o in quick_overrides(folder_root, run) if "output_dir" not in o]
     stderr_file = tmp_path / "stderr.txt"
@@ -164,16 +166,45 @@ def test_ctrl_c_under_ddp_fork_names_the_last_checkpoint(folder_root: Path, tmp_
         for line in proc.stdout:  # ends when both ranks hold, or at the end of the run
             holding += line.strip() == READY
             if holding == 2:
-                os.killpg(proc.pid, signal.SIGINT)
+                interrupt(proc)
                 break
         proc.communicate(timeout=300)
-    stderr = stderr_file.read_text()
+    return proc.returncode, stderr_file.read_text(), run
+
+
+def check_interrupt_record(run: Path, stderr: str) -> None:
+    """metrics.json and the message name the last.ckpt the forked workers wrote (epoch 0)."""
     last = run / "checkpoints" / "last.ckpt"
-    assert proc.returncode == 130, stderr[-3000:]
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["status"] == "interrupted" and saved["last_ckpt"] == str(last)
     assert saved["epochs"] == torch.load(last, weights_only=True)["epoch"] + 1 == 1
-    assert f"train.py ckpt_path={last}" in stderr
+    assert f"train.py ckpt_path={last}" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.slow  # DDP job in a subprocess; 21 s alone
+def test_ctrl_c_under_ddp_fork_names_the_last_checkpoint(folder_root: Path, tmp_path: Path) -> None:
+    """The forked workers write last.ckpt; the parent, which Ctrl-C reaches with them, must name
+    it (it used to say there was nothing to resume)."""
+    code, stderr, run = interrupt_held_ddp_fork_run(
+        folder_root, tmp_path, lambda proc: os.killpg(proc.pid, signal.SIGINT)
+    )
+    assert code == 130, stderr[-3000:]
+    check_interrupt_record(run, stderr)
+
+
+@pytest.mark.slow  # DDP job in a subprocess; 20-35 s
+def test_sigterm_to_the_ddp_fork_job_stops_its_workers_and_ends_like_one_process(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """A cluster's time limit signals the job's own process only, which waits for its forked
+    workers and has no Lightning handler of its own: the workers must get the signal, stop at their
+    next batch, and the job end as one process does (not killed at once, with no metrics.json)."""
+    code, stderr, run = interrupt_held_ddp_fork_run(
+        folder_root, tmp_path, lambda proc: proc.send_signal(signal.SIGTERM)
+    )
+    assert code == 143, stderr[-3000:]
+    assert stderr.count("Received SIGTERM") == 2  # Lightning's handler, in each worker
+    check_interrupt_record(run, stderr)
 
 
 def test_only_rank_zero_records_an_interrupt(

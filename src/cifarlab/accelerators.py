@@ -7,9 +7,14 @@ checks run first and say, in one paragraph, what the preset asked for and what t
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
 import platform
-from collections.abc import Mapping
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import lightning as L
@@ -23,13 +28,14 @@ from lightning.fabric.plugins.environments import (
     TorchElasticEnvironment,
 )
 from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.host_memory import keep_freed_memory
-from cifarlab.internals import launches_by_running_the_script
-from cifarlab.utils import in_multirun, usable_cpus
+from cifarlab.internals import in_process_workers, launches_by_running_the_script, signal_workers
+from cifarlab.utils import in_multirun, log, usable_cpus
 
 # Lightning's strategy names that start their processes with multiprocessing inside this job
 IN_PROCESS_DDP = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
@@ -37,6 +43,9 @@ IN_PROCESS_DDP = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "for
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 # launchers that start one process per device themselves (Kubeflow is not auto-detectable)
 CLUSTER_ENVIRONMENTS = (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)
+# how long the job's process waits for ddp_spawn/ddp_fork workers to stop after a SIGTERM (they
+# stop at their next batch; a cluster's grace period before SIGKILL is usually 30 s or more)
+WORKER_STOP_TIMEOUT_S = 120
 
 
 def found_hardware() -> str:
@@ -158,6 +167,57 @@ def relaunches_script(trainer: L.Trainer) -> bool:
     environment = getattr(strategy, "cluster_environment", None)
     external = environment is not None and environment.creates_processes_externally
     return not external and trainer.num_devices > 1
+
+
+@contextlib.contextmanager
+def sigterm_reaches_workers(trainer: L.Trainer) -> Iterator[None]:
+    """Around ``trainer.fit``: a SIGTERM to this process stops ddp_spawn/ddp_fork workers the way
+    Lightning stops a single process, and ends this one as a single process ends.
+
+    With those strategies this process only waits for its workers (in ``mp.start_processes``).
+    Lightning installs its SIGTERM handler in the workers only, so a SIGTERM here (a cluster's time
+    limit) would kill this process at once, with nothing recorded, and torch's SIGINT-on-parent-
+    death would cut the workers off mid-epoch. Here the signal is passed on to the workers, whose
+    Lightning handler stops them at their next batch, and raised here as Lightning's loops raise
+    it (``SIGTERMException``), so fit ends as interrupted; on the way out this process waits for
+    the workers to end. The workers inherit the handler (fork) and Lightning calls it after its
+    own; it does nothing outside this process. Other launches are left to Lightning.
+    """
+    in_process = in_process_workers(trainer.strategy) is not None
+    if not in_process or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    job_pid, received = os.getpid(), []
+
+    def pass_on(signum: int, frame: Any) -> None:
+        if os.getpid() != job_pid or received:
+            return  # a worker (Lightning's own handler acts there), or the signal came again
+        received.append(signum)
+        signal_workers(trainer.strategy, signal.Signals(signum))
+        raise SIGTERMException
+
+    previous = signal.signal(signal.SIGTERM, pass_on)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if received:
+            _wait_for(in_process_workers(trainer.strategy) or [])
+
+
+def _wait_for(workers: list[mp.process.BaseProcess]) -> None:
+    deadline = WORKER_STOP_TIMEOUT_S
+    for worker in workers:
+        start = time.monotonic()
+        worker.join(max(deadline, 0))
+        deadline -= time.monotonic() - start
+    alive = [w.pid for w in workers if w.is_alive()]
+    if alive:
+        log.warning(
+            "Worker process(es) %s did not stop within %d s of the SIGTERM.",
+            alive,
+            WORKER_STOP_TIMEOUT_S,
+        )
 
 
 def apply_gpu_presets(matmul_precision: Any) -> None:

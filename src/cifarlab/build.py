@@ -7,6 +7,7 @@ value stops the run with one paragraph and leaves no run directory behind.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -21,13 +22,19 @@ from lightning.pytorch.callbacks import (
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
-from cifarlab.checkpoints import AtomicCheckpointIO, ConfigInCheckpoint, RandomStates
+from cifarlab.checkpoints import (
+    AtomicCheckpointIO,
+    ConfigInCheckpoint,
+    RandomStates,
+    ResumableTrainingState,
+)
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.divergence import DivergenceGuard
 from cifarlab.ema import WeightEMA
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule
 from cifarlab.optim import build_optimizer
+from cifarlab.provenance import RunProvenance, own_folder
 from cifarlab.resume import pin_logger_versions
 from cifarlab.utils import to_plain_dict
 
@@ -71,10 +78,18 @@ def build_task(cfg: DictConfig) -> tuple[CIFAR10DataModule, ClassifierModule]:
 def build_eval_task(
     cfg: DictConfig, ckpt: dict[str, Any]
 ) -> tuple[CIFAR10DataModule, ClassifierModule]:
-    """The checkpoint's model on the data its run used; ``data.*`` keys that are set override it."""
+    """The checkpoint's model on the data its run used; ``data.*`` keys that are set override it.
+
+    ``ckpt`` is a cifarlab checkpoint as ``load_checkpoint`` returns it; one written by another
+    version of cifarlab, whose settings or weights this version cannot take, is refused with
+    what does not fit.
+    """
     hparams = ckpt["hyper_parameters"]
+    _check_known(cfg.ckpt_path, "hyper_parameters", hparams, ClassifierModule)
+    stored_data = hparams.get("data") or {}
+    _check_known(cfg.ckpt_path, "data settings", stored_data, CIFAR10DataModule)
     overrides = {k: v for k, v in to_plain_dict(cfg.get("data")).items() if v is not None}
-    datamodule = CIFAR10DataModule(**{**hparams["data"], **overrides})
+    datamodule = CIFAR10DataModule(**{**stored_data, **overrides})
     if datamodule.class_names != hparams["class_names"]:
         raise CifarlabError(
             f"The checkpoint was trained on {len(hparams['class_names'])} classes "
@@ -83,8 +98,29 @@ def build_eval_task(
             "data.classes override, or evaluate a checkpoint trained on those classes."
         )
     module = ClassifierModule(**{**hparams, **({"tta": cfg.tta} if cfg.get("tta") else {})})
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CifarlabError(
+            f"ckpt_path={cfg.ckpt_path}: its weights do not fit model={hparams['model']['name']} "
+            f"as this version of cifarlab builds it ({str(err).splitlines()[0]}), so another "
+            "version wrote it. Use the cifarlab version that trained it."
+        ) from None
     return datamodule, module
+
+
+def _check_known(ckpt_path: str, what: str, stored: dict[str, Any], built: Any) -> None:
+    """Refuses stored settings that ``built`` does not take: a checkpoint of another version."""
+    parameters = inspect.signature(built).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return  # takes any setting
+    unknown = sorted(set(stored) - {p.name for p in parameters})
+    if unknown:
+        raise CifarlabError(
+            f"ckpt_path={ckpt_path} was written by another version of cifarlab: its {what} hold "
+            f"{', '.join(unknown)}, which this version's {built.__name__} does not take. Use the "
+            "cifarlab version that trained it."
+        )
 
 
 def validates(cfg: DictConfig) -> bool:
@@ -121,9 +157,11 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return callbacks
 
 
-def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
+def build_fit_trainer(cfg: DictConfig, record_provenance: bool = True) -> L.Trainer:
     """The Trainer of a training run, with the callbacks that keep its results safe: the config
-    and random states in every checkpoint, the divergence check, atomic checkpoint writes."""
+    and random states in every checkpoint, the divergence check, the provenance (run folder and
+    checkpoints; ``record_provenance=False`` for timed runs, which write nothing), atomic
+    checkpoint writes."""
     callbacks = build_callbacks(cfg)
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # ~logger: Lightning refuses an lr monitor with nothing to log to
@@ -133,7 +171,9 @@ def build_fit_trainer(cfg: DictConfig) -> L.Trainer:
     safety = [
         ConfigInCheckpoint(stored),
         RandomStates(),
+        ResumableTrainingState(),
         DivergenceGuard(cfg.get("divergence_check_every_n_steps", 100)),
+        *([RunProvenance(own_folder(cfg))] if record_provenance else []),
     ]
     return build_trainer(
         cfg.trainer,

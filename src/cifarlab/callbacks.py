@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from cifarlab.analysis import MANY_CLASSES, most_confused_block
 from cifarlab.data import NORMALIZATIONS
 from cifarlab.errors import CifarlabError
 from cifarlab.figures import (
@@ -109,15 +110,18 @@ class ClassFigures(L.Callback):
             return
         names = pl_module.class_names
         when = f"epoch {trainer.current_epoch}" if stage == "val" else "best checkpoint"
+        per_class = per_class_accuracy(matrix, names)
+        if len(names) > MANY_CLASSES:  # unreadable in full: the most confused classes
+            matrix, names = most_confused_block(matrix, names, MANY_CLASSES)
+            per_class = {name: per_class[name] for name in names}
+            when += f", the {len(names)} most confused classes"
         writer, step = logger.experiment, trainer.global_step
         writer.add_figure(
             f"{stage}/confusion_matrix", confusion_figure(matrix, names, f"{stage} ({when})"), step
         )
         writer.add_figure(
             f"{stage}/per_class_accuracy",
-            per_class_figure(
-                per_class_accuracy(matrix, names), f"{stage} accuracy per class ({when})"
-            ),
+            per_class_figure(per_class, f"{stage} accuracy per class ({when})"),
             step,
         )
 
@@ -206,6 +210,8 @@ class ImageGrids(L.Callback):
         labels = batch[1]
         for label in labels.unique().tolist():
             wanted = per_class - self._counts[label]
+            if len(self._counts) > self.num_images:  # CIFAR-100: one image of the first classes
+                wanted = min(wanted, self.num_images - sum(self._counts))
             if wanted <= 0:
                 continue
             idx = (labels == label).nonzero().flatten()[:wanted]

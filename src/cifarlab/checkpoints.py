@@ -10,6 +10,7 @@ would run code when unpickled is refused before any of its code runs.
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import write_atomic
+from cifarlab.optim import resume_problem
+from cifarlab.utils import save_torch, write_atomic
 
 CONFIG_KEY = "cifarlab_config"
 RNG_KEY = "cifarlab_rng_states"
@@ -30,7 +32,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file beside it, then renames it into place.
 
     Lightning's own save stages the file in the system temp folder and *moves* it, which is a
-    copy (and can be cut half-way) whenever that folder is on another file system.
+    copy (and can be cut half-way) whenever that folder is on another file system. A write the
+    disk refuses raises ``FileWriteError`` (path and reason), the previous file kept.
     """
 
     def save_checkpoint(
@@ -38,7 +41,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        write_atomic(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        write_atomic(Path(path), lambda tmp: save_torch(checkpoint, tmp))
 
 
 def checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
@@ -113,8 +116,32 @@ class RandomStates(L.Callback):
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
+class ResumableTrainingState(L.Callback):
+    """Names a checkpoint whose optimizer or schedule state this version cannot continue.
+
+    Lightning restores the optimizer and the schedule after the callbacks' ``on_load_checkpoint``;
+    without this check, a checkpoint of another cifarlab version that grouped the parameters or
+    kept the schedule differently would end deep inside torch's ``load_state_dict``.
+    """
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        problem = resume_problem(checkpoint, pl_module.net, pl_module.hparams.optimizer)
+        if problem:
+            raise CifarlabError(
+                f"This checkpoint cannot be resumed by this version of cifarlab: {problem}. Its "
+                "weights still load: test it with eval.py, use it with predict.py or export.py, "
+                "or start a new run with the same settings."
+            )
+
+
 def load_checkpoint(path: str | None, purpose: str = "eval.py") -> dict[str, Any]:
-    """Reads a cifarlab checkpoint with ``weights_only=True``: tensors and plain containers only."""
+    """Reads a cifarlab checkpoint with ``weights_only=True``: tensors and plain containers only.
+
+    Anything else, another project's Lightning checkpoint or a bare state_dict, is refused with
+    what the file is and what it lacks (``checkpoint_problem``) before any of it is used.
+    """
     if not path:
         raise CifarlabError(
             f"{purpose} needs a checkpoint: add ckpt_path=PATH, e.g. "
@@ -125,13 +152,68 @@ def load_checkpoint(path: str | None, purpose: str = "eval.py") -> dict[str, Any
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        # torch names the first object it refused: "Unsupported global: GLOBAL a.b.C ..."
+        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
+        asks = f"its pickle asks for {refused[1]}" if refused else "it cannot be read as one"
         raise CifarlabError(
-            f"ckpt_path={path} is not a checkpoint cifarlab can load safely ({type(err).__name__}; "
-            "only tensors and plain containers are accepted). Pass a .ckpt written by train.py."
+            f"ckpt_path={path} is not a checkpoint cifarlab can load safely: {asks}, while only "
+            f"tensors and plain containers are accepted ({type(err).__name__}). Pass a .ckpt "
+            "written by train.py."
         ) from None
-    if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
+    problem = checkpoint_problem(ckpt)
+    if problem:
         raise CifarlabError(
-            f"ckpt_path={path} is not a cifarlab checkpoint (no state_dict/hyper_parameters). "
-            "Pass a .ckpt written by train.py."
+            f"ckpt_path={path} is not a cifarlab checkpoint: {problem}. Pass a .ckpt written by "
+            "cifarlab's train.py."
         )
     return ckpt
+
+
+def checkpoint_problem(ckpt: Any) -> str | None:
+    """What a loaded file is and what it lacks, when it is not a cifarlab checkpoint (the
+    hyperparameters that rebuild the network: ``model`` with its name and width, and
+    ``class_names``); None when it is one."""
+    if not isinstance(ckpt, dict):
+        return f"it is a {type(ckpt).__name__}, not a dict of weights and settings"
+    if "state_dict" not in ckpt:
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            return (
+                "it is a bare state_dict (parameter names and tensors, like export.py's "
+                "format=state_dict), without the hyperparameters that say which network it fits"
+            )
+        return (
+            f"it is no Lightning checkpoint either, having no state_dict (it holds {_keys(ckpt)})"
+        )
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict):
+        return (
+            "it is a Lightning checkpoint without hyper_parameters (its module never called "
+            "save_hyperparameters), so nothing in it says which network its weights fit"
+        )
+    missing = [k for k in ("model", "class_names") if k not in hparams]
+    if missing:
+        kind = "of another cifarlab version" if CONFIG_KEY in ckpt else "of another project"
+        return (
+            f"it is a Lightning checkpoint {kind}: its hyper_parameters have no "
+            f"{'/'.join(missing)} (they hold {_keys(hparams)})"
+        )
+    model, class_names = hparams["model"], hparams["class_names"]
+    if (
+        not isinstance(model, dict)
+        or not isinstance(model.get("name"), str)
+        or "width" not in model
+        or not isinstance(class_names, list)
+        or not all(isinstance(name, str) for name in class_names)
+    ):
+        return (
+            "its hyper_parameters are not this version's: model needs a name and a width "
+            f"(it is {model!r:.80}) and class_names a list of names (it is {class_names!r:.80})"
+        )
+    return None
+
+
+def _keys(mapping: dict[Any, Any]) -> str:
+    """The first keys of a mapping, for a message."""
+    names = [str(k) for k in mapping]
+    more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+    return ", ".join(names[:8]) + more if names else "nothing"

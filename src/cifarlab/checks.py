@@ -62,3 +62,9 @@ def check_model(cfg: Mapping[str, Any]) -> None:
         raise CifarlabError(f"model.dropout={dropout!r} must be a number in [0, 1).")
     if not isinstance(cfg.get("batchnorm", True), bool):
         raise CifarlabError(f"model.batchnorm={cfg['batchnorm']!r} must be true or false.")
+    bias_epochs = cfg.get("whiten_bias_epochs", 0)
+    if isinstance(bias_epochs, bool) or not isinstance(bias_epochs, int) or bias_epochs < 0:
+        raise CifarlabError(
+            f"model.whiten_bias_epochs={bias_epochs!r} must be a whole number >= 0, e.g. 3: the "
+            "epochs over which the whitening bias's learning rate falls linearly to 0."
+        )

@@ -17,6 +17,7 @@ PyTorch's on a batch of another size than the one they were traced with.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from torch import nn
 from cifarlab.errors import CifarlabError
 from cifarlab.models import INPUT_SIZE
 from cifarlab.trained import Network, load_network
-from cifarlab.utils import write_atomic, write_json
+from cifarlab.utils import save_torch, write_atomic, write_json
 
 FORMATS = {"state_dict": ".pth", "torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4  # largest |exported - PyTorch| accepted on the check batch
@@ -58,10 +59,10 @@ def portable_state_dict(network: Network) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def check_batch(seed: int = 0, size: int = 5) -> torch.Tensor:
+def check_batch(seed: int = 0, size: int = 5, image_size: int = INPUT_SIZE) -> torch.Tensor:
     """Normalized-looking random images; the size differs from the traced example's on purpose."""
     return torch.randn(
-        size, 3, INPUT_SIZE, INPUT_SIZE, generator=torch.Generator().manual_seed(seed)
+        size, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed)
     )
 
 
@@ -74,7 +75,8 @@ def _export_torchscript(net: nn.Module, path: Path, batch: torch.Tensor) -> floa
         # torch 2.15 marks TorchScript deprecated (a FutureWarning per call); the README says so
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
         traced = torch.jit.trace(net, batch[:2])
-        write_atomic(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+        with open(path, "wb") as f:  # a Python file keeps the system's reason for a failed write
+            torch.jit.save(traced, f)
         loaded = torch.jit.load(str(path))
     with torch.inference_mode():
         return _max_diff(loaded(batch), net(batch))
@@ -88,26 +90,57 @@ def _export_onnx(net: nn.Module, path: Path, batch: torch.Tensor) -> float:
         raise CifarlabError(ONNX_EXTRA) from None
     for name in ("onnxscript", "onnx_ir"):  # their optimizer passes log every step at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
-    batch_dim = torch.export.Dim("batch", min=1)
-
-    def write(tmp: Path) -> None:
-        torch.onnx.export(
-            net,
-            (batch[:2],),
-            str(tmp),
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_shapes=({0: batch_dim},),
-            external_data=False,  # one self-contained file; these nets are far below 2 GB
-            dynamo=True,
-            verbose=False,
-        )
-
-    write_atomic(path, write)
+    torch.onnx.export(
+        net,
+        (batch[:2],),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+        external_data=False,  # one self-contained file; these nets are far below 2 GB
+        dynamo=True,
+        verbose=False,
+    )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(["logits"], {"images": batch.numpy()})
     with torch.inference_mode():
         return _max_diff(torch.from_numpy(logits), net(batch))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or (hard links, bind mounts) the
+    same device and inode."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_targets(ckpt: Path, targets: list[Path], overwrite: bool, suffix: str) -> None:
+    """Refuses to write over the checkpoint (whatever ``overwrite`` says), onto a folder and,
+    unless ``overwrite=true``, over any file that already exists (``suffix``: the format's, for
+    the example name in a message)."""
+    for target in targets:
+        if _same_file(target, ckpt):
+            raise CifarlabError(
+                f"export.py would write {target}, which is the checkpoint it reads "
+                f"(ckpt_path={ckpt}), and an export never replaces its input. Give the export "
+                "another name with output=PATH (for example output=model_weights.pth), or "
+                "another format= whose suffix differs from the checkpoint's."
+            )
+        if target.is_dir():
+            raise CifarlabError(
+                f"export.py would write {target}, which is a folder. Give output= the name of "
+                f"the file to write, e.g. output={target / ckpt.stem}{suffix}."
+            )
+        if target.exists() and not overwrite:
+            raise CifarlabError(
+                f"export.py would write {target}, which already exists, and it does not replace "
+                "files unless told to. Move or delete it, choose another output=PATH, or add "
+                "overwrite=true to replace it."
+            )
 
 
 def sidecar(network: Network, fmt: str, path: Path, ckpt_path: str, diff: float | None) -> dict:
@@ -122,7 +155,7 @@ def sidecar(network: Network, fmt: str, path: Path, ckpt_path: str, diff: float 
         "class_names": network.class_names,
         "normalize": {"name": network.normalize, "mean": network.mean, "std": network.std},
         "input": {
-            "shape": ["batch", 3, INPUT_SIZE, INPUT_SIZE],
+            "shape": ["batch", 3, network.image_size, network.image_size],
             "dtype": "float32",
             "layout": "NCHW, RGB, (pixel / 255 - mean) / std",
         },
@@ -141,29 +174,36 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     fmt = cfg.get("format")
     if fmt not in FORMATS:
         raise CifarlabError(f"format={fmt!r} is not known; choose one of {', '.join(FORMATS)}.")
+    overwrite = cfg.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise CifarlabError(f"overwrite={overwrite!r} must be true or false.")
     network = load_network(cfg.get("ckpt_path"), purpose="export.py")
     ckpt = Path(cfg.ckpt_path)
     path = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(FORMATS[fmt])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    batch = check_batch()
-    net = network.net.float().cpu().eval()
-    diff: float | None = None
-    if fmt == "state_dict":
-        state = portable_state_dict(network)
-        write_atomic(path, lambda tmp: torch.save(state, tmp))
-    elif fmt == "torchscript":
-        diff = _export_torchscript(net, path, batch)
-    else:
-        diff = _export_onnx(net, path, batch)
-    if diff is not None and not diff <= TOLERANCE:
-        path.unlink(missing_ok=True)
-        raise CifarlabError(
-            f"The {fmt} export of {ckpt} differs from PyTorch by {diff:.2e} (> {TOLERANCE}) on a "
-            "check batch, so it was not kept. This model may do something the exporter cannot "
-            "follow; try format=state_dict."
-        )
-    info = sidecar(network, fmt, path, str(ckpt), diff)
     info_path = path.with_name(path.name + ".json")
+    check_targets(ckpt, [path, info_path], overwrite, FORMATS[fmt])
+    batch = check_batch(image_size=network.image_size)
+    net = network.net.float().cpu().eval()
+    diffs: list[float] = []
+
+    def write_checked(tmp: Path) -> None:
+        """Writes the export to ``tmp`` and checks it there, so a failed check leaves whatever
+        ``path`` held untouched."""
+        if fmt == "state_dict":
+            save_torch(portable_state_dict(network), tmp)
+            return
+        diff = (_export_torchscript if fmt == "torchscript" else _export_onnx)(net, tmp, batch)
+        if not diff <= TOLERANCE:
+            raise CifarlabError(
+                f"The {fmt} export of {ckpt} differs from PyTorch by {diff:.2e} (> {TOLERANCE}) "
+                "on a check batch, so it was not kept. This model may do something the exporter "
+                "cannot follow; try format=state_dict."
+            )
+        diffs.append(diff)
+
+    write_atomic(path, write_checked)
+    diff = diffs[0] if diffs else None
+    info = sidecar(network, fmt, path, str(ckpt), diff)
     write_json(info_path, info)
     checked = (
         f" (max |diff| vs PyTorch {diff:.1e}, batch of {len(batch)})" if diff is not None else ""

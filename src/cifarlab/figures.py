@@ -178,3 +178,94 @@ def curves_figure(history: Mapping[int, Mapping[str, float]], title: str) -> Fig
         ax.legend()
     fig.suptitle(title)
     return fig
+
+
+def reliability_figure(bins: Sequence[Mapping[str, Any]], title: str) -> Figure:
+    """Reliability diagram: per confidence bin the accuracy (bars) against the diagonal a
+    calibrated model follows, and how many images fell into each bin (lower panel)."""
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(4.2, 5), height_ratios=(3, 1), sharex=True, layout="constrained"
+    )
+    width = bins[0]["high"] - bins[0]["low"]
+    lows = [b["low"] for b in bins]
+    top.bar(
+        lows,
+        [b["accuracy"] or 0.0 for b in bins],
+        width=width,
+        align="edge",
+        edgecolor="black",
+        color="tab:blue",
+        label="accuracy",
+    )
+    top.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    shown = [b for b in bins if b["count"]]
+    top.plot(
+        [b["confidence"] for b in shown],
+        [b["accuracy"] for b in shown],
+        "o",
+        color="tab:red",
+        markersize=3,
+        label="mean confidence",
+    )
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(title)
+    top.legend(fontsize=7, loc="upper left")
+    bottom.bar(lows, [b["count"] for b in bins], width=width, align="edge", color="tab:gray")
+    bottom.set_xlabel("confidence (top probability)")
+    bottom.set_ylabel("images")
+    return fig
+
+
+def hardest_images_figure(images: torch.Tensor, rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """The highest-loss test images, (N, H, W, 3) in [0, 1], each titled with its true class,
+    the prediction and the probability the model gave that prediction (red: wrong).
+
+    One axes shows them all as a single montage: a subplot per image costs a whole axes to lay
+    out and draw, and this figure is drawn at the end of every test."""
+    plt = pyplot()
+    n, height, width = images.shape[0], images.shape[1], images.shape[2]
+    cols = min(8, max(1, n))
+    rows_count = max(1, -(-n // cols))
+    gap_x, gap_y = width // 8, height // 2  # room for the two-line titles above each image
+    cell_w, cell_h = width + gap_x, height + gap_y
+    montage = torch.ones(rows_count * cell_h, cols * cell_w, 3)
+    fig, ax = plt.subplots(figsize=(1.5 * cols, 1.8 * rows_count + 0.3))
+    for k in range(n):
+        top, left = (k // cols) * cell_h + gap_y, (k % cols) * cell_w
+        montage[top : top + height, left : left + width] = images[k]
+        row = rows[k]
+        ax.text(
+            left + width / 2,
+            top - 1,
+            f"GT {row['true']}\nPred {row['predicted']} {100 * row['probability']:.0f}%",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="tab:green" if row["predicted"] == row["true"] else "tab:red",
+        )
+    ax.imshow(montage.numpy(), interpolation="nearest")
+    ax.axis("off")
+    ax.set_title("hardest test images (highest loss)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def rendered(fig: Figure) -> Any:
+    """The figure drawn once into an (H, W, 3) uint8 array, and freed: both the PNG file and
+    TensorBoard's image are written from it, where ``add_figure`` would draw it a second time."""
+    import numpy as np
+
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    pyplot().close(fig)
+    return pixels
+
+
+def save_pixels(pixels: Any, path: Path) -> None:
+    """Writes an (H, W, 3) uint8 array as a PNG, atomically."""
+    from PIL import Image
+
+    write_atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="png"))

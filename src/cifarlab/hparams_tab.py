@@ -39,10 +39,30 @@ def hparams_summaries(
     keys a multirun varies (empty for a single run)."""
     from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-    params = run_hparams(hparams, max_epochs)
+    searched = swept_columns(hparams, swept)
+    params = {**run_hparams(hparams, max_epochs), **searched}
     experiment, start, end = hparams_summary(params, dict.fromkeys(HPARAMS_METRICS, 0.0))
-    mark_differing(experiment, {c for c, keys in HPARAMS_KEYS.items() if swept & set(keys)})
+    fixed = {c for c, keys in HPARAMS_KEYS.items() if swept & set(keys)}
+    mark_differing(experiment, fixed | set(searched))
     return experiment, start, end
+
+
+def swept_columns(hparams: dict[str, Any], swept: set[str]) -> dict[str, Any]:
+    """A column for each swept key that no fixed column shows (e.g. ``loss.label_smoothing`` in
+    a search), named by the key: a number as a float, anything else as a string. Keys outside
+    the run's hyperparameters (``hparams``: model, optimizer, scheduler, data, loss, ...) have
+    no value to show and get no column."""
+    shown = {key for keys in HPARAMS_KEYS.values() for key in keys}
+    columns: dict[str, Any] = {}
+    for key in sorted(swept - shown):
+        node: Any = hparams
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or isinstance(node, (dict, list)):
+            continue
+        number = isinstance(node, (int, float)) and not isinstance(node, bool)
+        columns[key] = float(node) if number else str(node)
+    return columns
 
 
 def mark_differing(experiment: Summary, columns: set[str]) -> None:

@@ -7,6 +7,10 @@ so a library update that changes it fails there, by name, instead of somewhere d
   launchers (``strategy.launcher``) are all private classes; the one public property they share,
   ``is_interactive_compatible``, is False both for the script launcher and for ``ddp_spawn``, and
   DDPStrategy keeps its ``start_method`` private too. Only the launcher's class tells them apart.
+- Lightning: the worker processes of ``ddp_spawn``/``ddp_fork``. Their launcher
+  (``_MultiProcessingLauncher``) keeps them in ``procs`` and stops them with ``kill`` (what
+  Lightning's own SIGTERM handler calls); the job's own process needs both to pass a SIGTERM on
+  to them and wait for them (cifarlab.accelerators.sigterm_reaches_workers).
 - Lightning: the averaged copy of the model that ``WeightAveraging`` keeps. The callback offers no
   accessor for it (it swaps it in for validation and copies it out at the end of fit on its own);
   cifarlab.ema updates it, counts its updates in its ``n_averaged`` (saved in checkpoints) and,
@@ -16,17 +20,25 @@ so a library update that changes it fails there, by name, instead of somewhere d
   profiler is set); ``L.Callback`` defines every hook as a method that does nothing, so without
   that check every callback would cost every step several calls. No public switch turns a hook
   off; cifarlab.step_hooks sets the ones a callback leaves as they are to None.
+- Hydra: the jobs its basic sweeper will launch. Its class lives in ``hydra._internal``; its
+  static ``split_arguments`` expands a grid in launch order (job ``i`` is the ``i``-th), which
+  cifarlab.sweep needs to list the jobs of a stopped sweep that never started.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import signal
+from collections.abc import Iterable, Sequence
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import lightning as L
 import torch
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.types import Override
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from torch import nn
 
 
@@ -35,6 +47,30 @@ def launches_by_running_the_script(strategy: Any) -> bool:
     ``ddp_spawn``/``ddp_fork``); whether it really starts processes depends on the device count
     and the cluster environment (cifarlab.accelerators.relaunches_script)."""
     return isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher)
+
+
+def in_process_workers(strategy: Any) -> list[BaseProcess] | None:
+    """The worker processes ``strategy`` started from inside this process (``ddp_spawn``,
+    ``ddp_fork``: empty until fit starts them); None for every other launch."""
+    launcher = getattr(strategy, "launcher", None)
+    return list(launcher.procs) if isinstance(launcher, _MultiProcessingLauncher) else None
+
+
+def signal_workers(strategy: Any, signum: signal.Signals) -> None:
+    """Sends ``signum`` to the workers of ``strategy``'s in-process launcher, those still alive."""
+    launcher = strategy.launcher
+    assert isinstance(launcher, _MultiProcessingLauncher)
+    launcher.kill(signum)
+
+
+def is_grid_sweeper(target: str) -> bool:
+    """True for Hydra's basic sweeper's ``_target_`` (the default of ``train.py -m``)."""
+    return target == f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
+
+
+def grid_jobs(overrides: Sequence[Override]) -> list[list[str]]:
+    """Every job's overrides, in the order Hydra's basic sweeper launches and numbers them."""
+    return BasicSweeper.split_arguments(list(overrides), None)[0]
 
 
 def averaged_module(callback: WeightAveraging) -> nn.Module:

@@ -18,7 +18,7 @@ from cifarlab.accelerators import check_speed_options
 from cifarlab.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_from_config
-from cifarlab.optim import build_optimization
+from cifarlab.optim import build_optimization, optimizer_steps_per_epoch
 from cifarlab.tta import check_tta, tta_logits
 
 
@@ -90,7 +90,9 @@ class ClassifierModule(L.LightningModule):
         self._criterion = functools.partial(F.cross_entropy, label_smoothing=self.label_smoothing)
         check_tta(tta)
         self.tta = tta
-        self.net = build_from_config(model, len(class_names))
+        self.net = build_from_config(
+            model, len(class_names), image_size=(data or {}).get("image_size", 32)
+        )
         self.compile_net = model.get("compile", False)
         self._net_compiled = False  # by configure_model, in this process (see __getstate__)
         # cutout/mixup/cutmix of training batches, seeded by the run's seed (kept in data's)
@@ -163,8 +165,6 @@ class ClassifierModule(L.LightningModule):
         return self.net(x)
 
     def on_train_epoch_start(self) -> None:
-        if hasattr(self.net, "set_epoch"):
-            self.net.set_epoch(self.current_epoch)
         self.batch_aug.reseed(self.current_epoch, self.global_rank)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
@@ -263,6 +263,7 @@ class ClassifierModule(L.LightningModule):
             self.hparams.optimizer,
             self.hparams.scheduler,
             total_steps=lambda: int(self.trainer.estimated_stepping_batches),
+            steps_per_epoch=lambda: optimizer_steps_per_epoch(self.trainer),
         )
 
 

@@ -1,37 +1,48 @@
 """Predict the class of any picture with a trained checkpoint (the job behind predict.py).
 
-Any size and mode PIL reads is turned into what the network saw in training: RGB (transparent
-pixels laid onto white), the shorter side resized to 32 pixels, the centre 32x32 cut out, then
-normalized with the checkpoint's own mean and std. A folder laid out as ``<class>/<images>``
+Any size and mode Pillow reads is turned into what the network saw in training: RGB as
+``cifarlab.data.pictures`` reads every picture (transparent pixels laid onto white, 16-bit and
+float gray scaled), the centre square cut out and resized to 32x32, then normalized with the
+checkpoint's own mean and std. A folder laid out as ``<class>/<images>``
 with the checkpoint's class names is scored as eval.py scores the test split.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
-import io
 import os
 import sys
+import unicodedata
+import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from cifarlab.analysis import read_temperature, temperature_path
+from cifarlab.data.pictures import (
+    PICTURE_SUFFIXES,
+    READ_ERRORS,
+    PictureError,
+    as_tensor,
+    is_picture_name,
+    open_picture,
+    square_rgb,
+    why_unreadable,
+)
 from cifarlab.errors import CifarlabError
 from cifarlab.models import INPUT_SIZE
 from cifarlab.report import print_accuracy_table
 from cifarlab.trained import Network, load_network
-from cifarlab.utils import to_plain_dict, write_atomic, write_json
+from cifarlab.utils import to_plain_dict, write_json
 
-BACKGROUND = (255, 255, 255)  # what transparent pixels become
 GLOB_CHARS = set("*?[")
 
 
@@ -43,37 +54,112 @@ class Item:
     label: str | None = None
 
 
-def image_suffixes() -> set[str]:
-    """Every file extension PIL can open (.jpg, .png, .webp, .bmp, .gif, .tif, ...)."""
-    Image.init()
-    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+@dataclass
+class Walk:
+    """Files a folder walk or glob passed over, so that nothing is left out without a word.
+
+    ``seen`` holds the (device, inode) of every file taken, so a file reached again through a
+    link (or named twice) is predicted once.
+    """
+
+    seen: set[tuple[int, int]] = field(default_factory=set)
+    hidden: int = 0
+    not_pictures: Counter[str] = field(default_factory=Counter)
+    repeated: int = 0
+
+    def take(self, path: Path) -> bool:
+        """Whether ``path`` is a file not taken before (a broken link is taken: its read fails
+        with a reason)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return True
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen:
+            self.repeated += 1
+            return False
+        self.seen.add(key)
+        return True
+
+    def note(self) -> str | None:
+        """One line on what was passed over, or None when nothing was."""
+        parts = []
+        if self.hidden:
+            parts.append(f"{self.hidden} hidden (names starting with '.', e.g. macOS's ._* files)")
+        if self.not_pictures:
+            kinds = ", ".join(sorted(self.not_pictures))
+            count = sum(self.not_pictures.values())
+            parts.append(f"{count} not named as a picture ({kinds})")
+        if self.repeated:
+            parts.append(f"{self.repeated} reached again through a link or a second name")
+        if not parts:
+            return None
+        suffixes = " ".join(sorted(PICTURE_SUFFIXES))
+        return f"skipped files: {'; '.join(parts)} (pictures are {suffixes})"
 
 
-def _images_under(folder: Path) -> list[Path]:
-    suffixes = image_suffixes()
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in suffixes
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
 
 
-def _folder_items(folder: Path, class_names: Sequence[str]) -> list[Item]:
-    """Scored when every subfolder is named after one of the checkpoint's classes."""
-    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    top_images = [
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in image_suffixes()
-    ]
-    scored = bool(subdirs) and not top_images and all(p.name in class_names for p in subdirs)
-    if scored:
-        return [Item(p, d.name) for d in sorted(subdirs) for p in _images_under(d)]
-    return [Item(p) for p in _images_under(folder)]
+def _walk_pictures(folder: Path, walk: Walk) -> list[Path]:
+    """Picture files under ``folder``, sorted, each real file once.
+
+    Links to folders are followed (a linked photo folder is part of the input), but every real
+    folder is entered once, so a link back to a parent neither loops nor repeats its pictures.
+    """
+    found: list[Path] = []
+    entered: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in entered:
+            dirnames[:] = []
+            continue
+        entered.add((st.st_dev, st.st_ino))
+        walk.hidden += sum(_is_hidden(d) for d in dirnames)
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for name in filenames:
+            if _is_hidden(name):
+                walk.hidden += 1
+            elif not is_picture_name(name):
+                walk.not_pictures[Path(name).suffix.lower() or "no suffix"] += 1
+            elif walk.take(Path(dirpath, name)):
+                found.append(Path(dirpath, name))
+    return sorted(found)
+
+
+def _folder_items(folder: Path, class_names: Sequence[str], walk: Walk) -> list[Item]:
+    """Scored when every subfolder is named after one of the checkpoint's classes (names
+    compared in Unicode NFC, so "café" typed on macOS matches "café" typed elsewhere)."""
+    by_nfc = {unicodedata.normalize("NFC", c): c for c in class_names}
+    subdirs = [p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name)]
+    top_pictures = [p for p in folder.iterdir() if p.is_file() and is_picture_name(p.name)]
+    labels = {d: by_nfc.get(unicodedata.normalize("NFC", d.name)) for d in subdirs}
+    if subdirs and not top_pictures and all(labels.values()):
+        return [Item(p, labels[d]) for d in sorted(subdirs) for p in _walk_pictures(d, walk)]
+    return [Item(p) for p in _walk_pictures(folder, walk)]
+
+
+def _glob(spec: str, walk: Walk) -> list[Path]:
+    """Files matching a glob, by pathlib's rules: ``**`` spans subfolders but does not descend
+    into links to folders, so a link loop cannot multiply the matches."""
+    parts = Path(spec).expanduser().parts
+    first = next(i for i, part in enumerate(parts) if GLOB_CHARS & set(part))
+    anchor = Path(*parts[:first]) if first else Path()
+    files = []
+    for path in sorted(anchor.glob(str(Path(*parts[first:])))):
+        if any(_is_hidden(part) for part in path.relative_to(anchor).parts):
+            walk.hidden += path.is_file()
+        elif path.is_file() and walk.take(path):
+            files.append(path)
+    return files
 
 
 def find_inputs(spec: Any, class_names: Sequence[str]) -> list[Item]:
-    """Files named by ``input``: an image, a folder (searched recursively), a glob, or a list."""
+    """Files named by ``input``: an image, a folder (searched recursively), a glob, or a list.
+
+    Each real file is taken once; what a folder walk or glob passes over is said in one line.
+    """
     specs = [spec] if isinstance(spec, str) else list(spec or [])
     if not specs or any(not isinstance(s, str) or not s.strip() for s in specs):
         raise CifarlabError(
@@ -82,22 +168,23 @@ def find_inputs(spec: Any, class_names: Sequence[str]) -> list[Item]:
             "such as input='photos/*.jpg'; a list works as well: input=[a.png,b.jpg]."
         )
     items: list[Item] = []
+    walk = Walk()
     for s in specs:
         path = Path(s).expanduser()
         if path.is_dir():
-            found = _folder_items(path, class_names)
+            found = _folder_items(path, class_names, walk)
             if not found:
                 raise CifarlabError(
                     f"input={s} is a folder without images: none of its files, subfolders "
-                    "included, ends in an image extension PIL reads (.jpg, .png, .webp, .bmp, "
-                    ".gif, .tif, ...). Point input at a folder that holds pictures."
+                    f"included, ends in a picture suffix ({', '.join(sorted(PICTURE_SUFFIXES))}). "
+                    "Point input at a folder that holds pictures, or name a file directly."
                 )
             items += found
         elif path.is_file():
-            items.append(Item(path))
+            if walk.take(path):
+                items.append(Item(path))
         elif GLOB_CHARS & set(s):
-            matched = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-            files = [p for p in matched if p.is_file()]
+            files = _glob(s, walk)
             if not files:
                 raise CifarlabError(
                     f"input={s} matches no file. Check the pattern against the folder (a glob is "
@@ -110,33 +197,24 @@ def find_inputs(spec: Any, class_names: Sequence[str]) -> list[Item]:
                 f"input={s} does not exist. Give an image file, a folder of images or a glob; "
                 "relative paths are taken from the directory predict.py starts in."
             )
+    note = walk.note()
+    if note:
+        print(note)
     return items
 
 
-def load_image(path: Path) -> torch.Tensor:
-    """Any picture -> (3, 32, 32) uint8 RGB, the way the README describes it."""
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)
-        if image.has_transparency_data:
-            background = Image.new("RGBA", image.size, (*BACKGROUND, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA"))
-        image = image.convert("RGB")
-        scale = INPUT_SIZE / min(image.size)
-        size = tuple(max(INPUT_SIZE, round(side * scale)) for side in image.size)
-        if size != image.size:
-            image = image.resize(size, Image.Resampling.BICUBIC)
-        left, top = (size[0] - INPUT_SIZE) // 2, (size[1] - INPUT_SIZE) // 2
-        image = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
-        pixels = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+def load_image(path: Path, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Any picture -> (3, size, size) uint8 RGB, converted as training folders are
+    (``cifarlab.data.pictures.square_rgb``)."""
+    with open_picture(path) as image:
+        return as_tensor(square_rgb(image, size))
 
 
-def _read(item: Item) -> tuple[torch.Tensor | None, str]:
+def _read(item: Item, size: int) -> tuple[torch.Tensor | None, str]:
     try:
-        return load_image(item.path), ""
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        reason = "not an image PIL can read" if isinstance(err, UnidentifiedImageError) else err
-        return None, f"{item.path}: {reason}"
+        return load_image(item.path, size), ""
+    except (PictureError, *READ_ERRORS) as err:
+        return None, f"{item.path}: {why_unreadable(err)}"
 
 
 def _batches(items: list[Item], size: int) -> Iterator[list[Item]]:
@@ -144,39 +222,45 @@ def _batches(items: list[Item], size: int) -> Iterator[list[Item]]:
         yield items[start : start + size]
 
 
-def predict_items(
-    network: Network, items: list[Item], device: torch.device, batch_size: int, top_k: int
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows (one per readable file, top-k classes with probabilities) and per-file errors."""
+def predict_batches(
+    network: Network,
+    items: list[Item],
+    device: torch.device,
+    batch_size: int,
+    top_k: int,
+    temperature: float = 1.0,
+) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+    """Per batch of files: rows (one per readable file, top-k classes with probabilities) and
+    the errors of the files that could not be read. The logits are divided by ``temperature``
+    (eval.py calibrate=true) before the softmax: the ranking stays, the probabilities change."""
     net = network.net.to(device)
-    rows: list[dict[str, Any]] = []
-    errors: list[str] = []
     k = min(top_k, len(network.class_names))
     for chunk in _batches(items, batch_size):
-        loaded = [(item, *_read(item)) for item in chunk]
-        errors += [error for _, image, error in loaded if image is None]
+        loaded = [(item, *_read(item, network.image_size)) for item in chunk]
+        errors = [error for _, image, error in loaded if image is None]
         good = [(item, image) for item, image, _ in loaded if image is not None]
-        if not good:
-            continue
-        images = torch.stack([image for _, image in good]).to(device)
-        with torch.inference_mode():
-            probs = net(network.preprocess(images)).float().softmax(dim=1).cpu()
-        values, indices = probs.topk(k, dim=1)
-        for (item, _), p, i in zip(good, values.tolist(), indices.tolist(), strict=True):
-            top = [
-                {"class": network.class_names[c], "probability": round(v, 6)}
-                for v, c in zip(p, i, strict=True)
-            ]
-            rows.append(
-                {
-                    "file": str(item.path),
-                    "label": item.label,
-                    "prediction": top[0]["class"],
-                    "probability": top[0]["probability"],
-                    "top": top,
-                }
-            )
-    return rows, errors
+        rows: list[dict[str, Any]] = []
+        if good:
+            images = torch.stack([image for _, image in good]).to(device)
+            with torch.inference_mode():
+                logits = net(network.preprocess(images)).float() / temperature
+                probs = logits.softmax(dim=1).cpu()
+            values, indices = probs.topk(k, dim=1)
+            for (item, _), p, i in zip(good, values.tolist(), indices.tolist(), strict=True):
+                top = [
+                    {"class": network.class_names[c], "probability": round(v, 6)}
+                    for v, c in zip(p, i, strict=True)
+                ]
+                rows.append(
+                    {
+                        "file": str(item.path),
+                        "label": item.label,
+                        "prediction": top[0]["class"],
+                        "probability": top[0]["probability"],
+                        "top": top,
+                    }
+                )
+        yield rows, errors
 
 
 def accuracy(rows: list[dict[str, Any]], class_names: Sequence[str]) -> dict[str, Any]:
@@ -191,14 +275,45 @@ def accuracy(rows: list[dict[str, Any]], class_names: Sequence[str]) -> dict[str
     return {"acc": correct / len(scored), "acc_class": per_class, "images": len(scored)}
 
 
-def _csv_text(rows: list[dict[str, Any]], top_k: int) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "label", "prediction", "probability", f"top{top_k}"])
-    for r in rows:
-        others = "; ".join(f"{t['class']} {t['probability']:.4f}" for t in r["top"])
-        writer.writerow([r["file"], r["label"] or "", r["prediction"], r["probability"], others])
-    return buffer.getvalue()
+def _csv_header(top_k: int) -> list[str]:
+    return ["file", "label", "prediction", "probability", f"top{top_k}"]
+
+
+def _csv_row(row: dict[str, Any]) -> list[Any]:
+    others = "; ".join(f"{t['class']} {t['probability']:.4f}" for t in row["top"])
+    return [row["file"], row["label"] or "", row["prediction"], row["probability"], others]
+
+
+def predict_to_csv(
+    network: Network,
+    items: list[Item],
+    cfg: DictConfig,
+    device: torch.device,
+    csv_path: Path,
+    temperature: float = 1.0,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Predicts ``items`` batch by batch; each batch's rows are appended to ``csv_path`` and
+    flushed to disk, and each unreadable file is named on stderr, as they come, so a crash or
+    Ctrl-C keeps everything predicted before it."""
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="") as f, warnings.catch_warnings():
+        # open_picture refuses what is over the limit with a reason; Pillow's warning repeats it
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(_csv_header(cfg.top_k))
+        for batch_rows, batch_errors in predict_batches(
+            network, items, device, cfg.batch_size, cfg.top_k, temperature
+        ):
+            for error in batch_errors:
+                print(f"error: {error}", file=sys.stderr)
+            writer.writerows(_csv_row(r) for r in batch_rows)
+            f.flush()
+            os.fsync(f.fileno())
+            rows += batch_rows
+            errors += batch_errors
+    return rows, errors
 
 
 def _print_table(rows: list[dict[str, Any]], show: int) -> None:
@@ -258,11 +373,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     items = find_inputs(to_plain_dict(cfg).get("input"), network.class_names)
     device = pick_device(str(cfg.get("device", "auto")))
     output_dir = Path(cfg.paths.output_dir)
-    rows, errors = predict_items(network, items, device, cfg.batch_size, cfg.top_k)
-    for error in errors:
-        print(f"error: {error}", file=sys.stderr)
+    sidecar = temperature_path(cfg.ckpt_path)
+    temperature = read_temperature(sidecar)
+    if temperature is not None:
+        print(f"Probabilities calibrated with temperature {temperature:.4f} from {sidecar}")
+    rows, errors = predict_to_csv(
+        network, items, cfg, device, output_dir / "predictions.csv", temperature or 1.0
+    )
     summary: dict[str, Any] = {
         "ckpt_path": str(cfg.ckpt_path),
+        "temperature": temperature,
         "model": network.model["name"],
         "class_names": network.class_names,
         "files": len(items),
@@ -280,9 +400,6 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             summary["accuracy"]["acc_class"],
         )
     summary["predictions"] = rows
-    write_atomic(
-        output_dir / "predictions.csv", lambda tmp: tmp.write_text(_csv_text(rows, cfg.top_k))
-    )
     write_json(output_dir / "predictions.json", summary)
     print(
         f"\n{len(rows)} of {len(items)} files predicted"

@@ -3,6 +3,8 @@
 ``train.py ckpt_path=<run>/checkpoints/last.ckpt`` continues the run in its own directory with
 the config stored in the checkpoint (cifarlab.checkpoints.ConfigInCheckpoint); an override that
 would change the run is refused, one that only says where things are or on what hardware is taken.
+The stored config supplies values, never code: the classes it builds (``_target_``) must be ones
+this project's conf/ or the command line names (``check_targets``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,37 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cifarlab.checkpoints import CONFIG_KEY, load_checkpoint
 from cifarlab.errors import CifarlabError
 
 # where a resumed run may differ from the run it continues: where things are, and on what hardware
 SETUP_KEYS = ("data.root", "paths.*", "trainer.accelerator", "trainer.devices")
+# every _target_ that conf/ gives a run's config (conf/trainer, conf/callbacks, conf/logger): the
+# code a stored config may name on its own (tests/test_resume.py keeps this equal to conf/)
+CONF_TARGETS = frozenset(
+    {
+        "lightning.pytorch.Trainer",
+        "lightning.pytorch.callbacks.LearningRateMonitor",
+        "lightning.pytorch.callbacks.ModelCheckpoint",
+        "lightning.pytorch.loggers.CSVLogger",
+        "cifarlab.analysis.ErrorAnalysis",
+        "cifarlab.callbacks.ClassFigures",
+        "cifarlab.callbacks.HParamsLogger",
+        "cifarlab.callbacks.ImageGrids",
+        "cifarlab.callbacks.early_stopping",
+        "cifarlab.callbacks.tensorboard_logger",
+        "cifarlab.console.NetSummary",
+        "cifarlab.console.ProgressBar",
+        "cifarlab.curves.EpochCurves",
+        "cifarlab.loggers.mlflow_logger",
+        "cifarlab.loggers.wandb_logger",
+        "cifarlab.pruning.trial_pruning",
+    }
+)
+# the parts of a stored config every run reads
+RUN_KEYS = ("seed", "data", "model", "optimizer", "trainer", "paths")
 
 
 def _is_setup(key: str) -> bool:
@@ -109,16 +136,84 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
         old_value = _get(stored, key)
         if not key.startswith("trainer.") and isinstance(old_value, str):
             stored = _relocate(stored, old_value, str(value))
-    resumed = OmegaConf.create(stored)
-    for key, value in setup.items():
-        OmegaConf.update(resumed, key, value, force_add=True)
-    resumed.ckpt_path = str(path)
-    for node in (resumed.get("logger") or {}).values():
-        if node and "tensorboard" in str(node.get("_target_", "")).lower():
-            # events past the checkpoint (logged before the interrupt) are hidden, not doubled;
-            # matches Lightning's class and cifarlab.callbacks.tensorboard_logger
-            node.purge_step = int(ckpt.get("global_step", 0))
-    return resumed
+    try:
+        resumed = OmegaConf.create(stored)
+        for key, value in setup.items():
+            OmegaConf.update(resumed, key, value, force_add=True)
+        resumed.ckpt_path = str(path)
+        for node in (resumed.get("logger") or {}).values():
+            if node and "tensorboard" in str(node.get("_target_", "")).lower():
+                # events past the checkpoint (logged before the interrupt) are hidden, not
+                # doubled; matches Lightning's class and cifarlab.callbacks.tensorboard_logger
+                node.purge_step = int(ckpt.get("global_step", 0))
+        # plain values: what is checked below is exactly what gets built. train.py stores
+        # resolved values, so an interpolation in a stored config (which could decode into a
+        # new _target_ when resolved later) means some other program made the file
+        plain = OmegaConf.to_container(resumed, resolve=True)
+    except (OmegaConfBaseException, AttributeError) as err:
+        raise CifarlabError(
+            f"ckpt_path={path} cannot be resumed: its stored config is not one train.py writes "
+            f"({type(err).__name__}: {err}); train.py stores plain resolved values only."
+        ) from None
+    assert isinstance(plain, dict)
+    _check_run_keys(plain, path)
+    check_targets(plain, cfg, path)
+    return OmegaConf.create(plain)
+
+
+def _check_run_keys(plain: dict[str, Any], path: str) -> None:
+    missing = [key for key in RUN_KEYS if key not in plain]
+    if missing:
+        raise CifarlabError(
+            f"ckpt_path={path} cannot be resumed: its stored config has no {', '.join(missing)}, "
+            "which every run of this version of cifarlab has, so another version (or another "
+            "program) wrote it. Test it with eval.py, or resume it with the version that wrote it."
+        )
+
+
+def _targets(tree: Any, node: str = "") -> dict[str, Any]:
+    """Every ``_target_`` of a plain config tree by the node it builds (``callbacks.curves``;
+    Hydra also builds the ones nested in arguments and lists, e.g. ``trainer.plugins.0``)."""
+    found: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        if "_target_" in tree:
+            found[node] = tree["_target_"]
+        children = [(k, v) for k, v in tree.items() if k != "_target_"]
+    elif isinstance(tree, list):
+        children = list(enumerate(tree))
+    else:
+        return found
+    for key, child in children:
+        found.update(_targets(child, f"{node}.{key}" if node else str(key)))
+    return found
+
+
+def check_targets(stored: dict[str, Any], cfg: DictConfig, path: str) -> None:
+    """Refuses a stored config that would build code this project's configs do not name.
+
+    Hydra imports and calls whatever a ``_target_`` names, so a checkpoint that loads safely
+    (``weights_only``) could still run any function on resume. A target is accepted when it is
+    one of conf/'s (``CONF_TARGETS``) or the composed config (conf/ and the command line) names
+    it for the same node: a run started with ``+callbacks.x._target_=my.Callback`` resumes with
+    that override given again.
+    """
+    given = _targets(OmegaConf.to_container(cfg, resolve=False))
+    for node, target in _targets(stored).items():
+        if target in CONF_TARGETS or given.get(node) == target:
+            continue
+        plus = "" if OmegaConf.select(cfg, node, default=None) is not None else "+"
+        origin = (
+            ", so another version of cifarlab wrote it"
+            if str(target).startswith("cifarlab.")
+            else ""
+        )
+        raise CifarlabError(
+            f"ckpt_path={path} cannot be resumed: its config builds {node} from {target}, which "
+            f"is none of the classes this version's conf/ names{origin}. A checkpoint supplies "
+            "values, never code, so nothing was built from it. Test it with eval.py (which runs "
+            "none of its config), or, if you trust this file and that code, name it on the "
+            f"command line as well: {plus}{node}._target_={target}"
+        )
 
 
 def pin_logger_versions(config: dict[str, Any], loggers: list[Any]) -> None:

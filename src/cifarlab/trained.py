@@ -31,21 +31,28 @@ class Network:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     normalize: str
+    image_size: int = 32  # the run's data.image_size: the side of the square inputs
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 32, 32) uint8 RGB -> the normalized float batch the network was trained on."""
+        """(N, 3, S, S) uint8 RGB -> the normalized float batch the network was trained on."""
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         return (images.float() / 255.0 - mean) / std
 
 
 def load_network(ckpt_path: str | None, purpose: str) -> Network:
-    """Rebuilds the network of a train.py checkpoint from its hyperparameters and weights."""
+    """Rebuilds the network of a train.py checkpoint from its hyperparameters and weights.
+
+    Only names chosen from this project's registries are read from the file (the model's name in
+    ``cifarlab.models.MODELS``, the normalization's in ``NORMALIZATIONS``); its stored run config
+    is not used, so nothing in it runs.
+    """
     ckpt = load_checkpoint(ckpt_path, purpose=purpose)
     hparams = ckpt["hyper_parameters"]
     model = dict(hparams["model"])
     class_names = list(hparams["class_names"])
-    net = build_from_config(model, len(class_names))
+    image_size = int((hparams.get("data") or {}).get("image_size", 32))
+    net = build_from_config(model, len(class_names), image_size)
     weights = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)
@@ -56,5 +63,11 @@ def load_network(ckpt_path: str | None, purpose: str) -> Network:
             "cifarlab version that trained it."
         ) from None
     normalize = (hparams.get("data") or {}).get("normalize", "cifar10")
+    if normalize not in NORMALIZATIONS:
+        raise CifarlabError(
+            f"ckpt_path={ckpt_path} was written by another version of cifarlab: its inputs were "
+            f"normalized with {normalize!r}, which this version does not know (it knows "
+            f"{', '.join(NORMALIZATIONS)}). Use the cifarlab version that trained it."
+        )
     mean, std = NORMALIZATIONS[normalize]
-    return Network(net.eval(), model, class_names, mean, std, normalize)
+    return Network(net.eval(), model, class_names, mean, std, normalize, image_size)

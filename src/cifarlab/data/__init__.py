@@ -2,6 +2,7 @@
 slices that are augmented and normalized on the model's device.
 
 - ``sources``: reading CIFAR-10's pickles and folders of images into tensors (``ImageSet``);
+- ``pictures``: one picture file, any mode Pillow opens, as 8-bit RGB (also for predict.py);
 - ``cache``: the on-disk cache of decoded splits (``load_split``, fingerprint, checksum);
 - ``augment``: what a training batch goes through (``Augment``) and the crop/flip operations;
 - ``batches``: ``TensorBatches``, an epoch's draws and the normalization (``NORMALIZATIONS``);

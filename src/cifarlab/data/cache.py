@@ -18,20 +18,23 @@ import torch
 from cifarlab.data.sources import (
     CIFAR10_BATCHES,
     CIFAR10_DIR,
+    CIFAR100_DIR,
+    CIFAR100_FILES,
     ImageSet,
     read_source,
     scan_folder,
     source_classes,
 )
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import log, write_atomic
+from cifarlab.utils import FileWriteError, log, save_torch, write_atomic
 
-CACHE_VERSION = 3  # 2: scandir fingerprint; 3: plus a checksum of the tensors
+CACHE_VERSION = 4  # 2: scandir fingerprint; 3: plus a checksum; 4: folders read by Pillow
 
 
 def _data_cache_dir(source: str, root: Path) -> Path:
-    """The cache's place next to the data (where torchvision's pickles are, for cifar10)."""
-    return root / CIFAR10_DIR if source == "cifar10" else root / ".cifarlab-cache"
+    """The cache's place next to the data (where torchvision's pickles are, for CIFAR)."""
+    pickles = {"cifar10": CIFAR10_DIR, "cifar100": CIFAR100_DIR}
+    return root / pickles[source] if source in pickles else root / ".cifarlab-cache"
 
 
 def _writable(folder: Path) -> bool:
@@ -84,16 +87,43 @@ def cache_dir_for(source: str, root: Path, cache_dir: str | Path | None = None) 
     return fallback
 
 
-def cache_path(source: str, root: Path, split: str, cache_dir: str | Path | None = None) -> Path:
-    return cache_dir_for(source, root, cache_dir) / f"cifarlab-{split}-v{CACHE_VERSION}.pt"
+def cache_path(
+    source: str,
+    root: Path,
+    split: str,
+    cache_dir: str | Path | None = None,
+    label_type: str = "fine",
+    image_size: int = 32,
+) -> Path:
+    """One file per split; CIFAR-100's name says its source and label type, a folder's its
+    image size (other than 32), so that every variant of one ``data.root`` is kept side by side."""
+    variant = f"cifar100-{label_type}-{split}" if source == "cifar100" else split
+    if image_size != 32:
+        variant += f"-{image_size}px"
+    return cache_dir_for(source, root, cache_dir) / f"cifarlab-{variant}-v{CACHE_VERSION}.pt"
 
 
-def _fingerprint(source: str, root: Path, split: str, classes: Sequence[str]) -> str:
+PICKLES = {"cifar10": (CIFAR10_DIR, CIFAR10_BATCHES), "cifar100": (CIFAR100_DIR, CIFAR100_FILES)}
+
+
+def _fingerprint(
+    source: str,
+    root: Path,
+    split: str,
+    classes: Sequence[str],
+    label_type: str = "fine",
+    image_size: int = 32,
+) -> str:
     """Changes whenever the files a cache was built from change (names, sizes, times)."""
-    digest = hashlib.sha1(f"{source}|{split}|{','.join(classes)}".encode())
-    if source == "cifar10":
-        for name in CIFAR10_BATCHES[split]:
-            st = (root / CIFAR10_DIR / name).stat()
+    settings = f"{source}|{split}|{','.join(classes)}"
+    # only what differs from CIFAR-10's 32x32 is added, so caches built before these keys stay valid
+    settings += f"|{label_type}" if source == "cifar100" else ""
+    settings += f"|{image_size}px" if image_size != 32 else ""
+    digest = hashlib.sha1(settings.encode())
+    if source in PICKLES:
+        folder, files = PICKLES[source]
+        for name in files[split]:
+            st = (root / folder / name).stat()
             digest.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     else:
         lines = []
@@ -127,37 +157,47 @@ def _read_cache(path: Path, fingerprint: str) -> ImageSet | None:
 
 
 def _write_cache(path: Path, fingerprint: str, data: ImageSet) -> None:
-    """Saves ``data`` for the next run; a failure only costs decoding again next time."""
+    """Saves ``data`` for the next run. A disk that refuses it (full, read-only) only costs
+    decoding again next time, so the run goes on with the decoded images and one line says why."""
+    payload = {
+        "fingerprint": fingerprint,
+        "checksum": _checksum(data.images, data.labels),
+        "images": data.images,
+        "labels": data.labels,
+        "classes": data.classes,
+    }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "fingerprint": fingerprint,
-            "checksum": _checksum(data.images, data.labels),
-            "images": data.images,
-            "labels": data.labels,
-            "classes": data.classes,
-        }
-        write_atomic(path, lambda tmp: torch.save(payload, tmp))
-    except OSError as err:  # still trains; it just decodes again next time
-        log.warning("Could not write the data cache %s (%s); it is decoded anew.", path, err)
+        write_atomic(path, lambda tmp: save_torch(payload, tmp))
+    except FileWriteError as err:
+        log.warning(
+            "Could not write the data cache %s (%s); going on without it (the images are "
+            "decoded again next run).",
+            path,
+            err.reason,
+        )
 
 
 def load_split(
-    source: str, root: str | Path, split: str, cache_dir: str | Path | None = None
+    source: str,
+    root: str | Path,
+    split: str,
+    cache_dir: str | Path | None = None,
+    label_type: str = "fine",
+    image_size: int = 32,
 ) -> ImageSet:
     """The split as tensors, from the on-disk cache when it matches the files, else decoded anew.
 
     A cache that is stale, truncated, corrupt or unreadable is rebuilt rather than trusted.
     """
     root = Path(root)
-    classes = source_classes(source, root)
-    fingerprint = _fingerprint(source, root, split, classes)
-    path = cache_path(source, root, split, cache_dir)
+    classes = source_classes(source, root, label_type)
+    fingerprint = _fingerprint(source, root, split, classes, label_type, image_size)
+    path = cache_path(source, root, split, cache_dir, label_type, image_size)
     # a read-only data folder may come with its cache already built
     for candidate in dict.fromkeys([path, _data_cache_dir(source, root) / path.name]):
         cached = _read_cache(candidate, fingerprint)
         if cached is not None:
             return cached
-    data = read_source(source, root, split, classes)
+    data = read_source(source, root, split, classes, label_type, image_size)
     _write_cache(path, fingerprint, data)
     return data

@@ -23,7 +23,14 @@ from cifarlab.data.augment import (
 )
 from cifarlab.data.batches import GATHERS, NORMALIZATIONS, TensorBatches
 from cifarlab.data.cache import load_split
-from cifarlab.data.sources import SOURCES, ImageSet, ensure_cifar10, source_classes
+from cifarlab.data.sources import (
+    LABEL_TYPES,
+    SOURCES,
+    ImageSet,
+    ensure_cifar10,
+    ensure_cifar100,
+    source_classes,
+)
 from cifarlab.errors import CifarlabError
 
 
@@ -50,8 +57,9 @@ def _check_settings(
     """Refuses a bad ``data.*`` value at construction, before any image is read, by its key."""
     if source not in SOURCES:
         raise CifarlabError(
-            f"data.source={source!r} is not known; use data.source=cifar10 (torchvision's "
-            "download) or data.source=folder data.root=PATH (train/<class>/*, test/<class>/*)."
+            f"data.source={source!r} is not known; use data.source=cifar10 or cifar100 "
+            "(torchvision's downloads) or data.source=folder data.root=PATH (train/<class>/*, "
+            "test/<class>/*)."
         )
     if normalize not in NORMALIZATIONS:
         raise CifarlabError(
@@ -64,6 +72,35 @@ def _check_settings(
             raise CifarlabError(f"data.{name}={value!r} must be a positive integer.")
     if not isinstance(val_size, int) or val_size < 0:
         raise CifarlabError(f"data.val_size={val_size!r} must be a whole number >= 0.")
+
+
+def _check_label_type(source: object, label_type: object) -> None:
+    """CIFAR-100 has two labelings; the other sources have one, so only ``fine`` fits them."""
+    if label_type not in LABEL_TYPES:
+        raise CifarlabError(
+            f"data.label_type={label_type!r} is not known; use fine (CIFAR-100's 100 classes) or "
+            "coarse (its 20 superclasses)."
+        )
+    if label_type != "fine" and source != "cifar100":
+        raise CifarlabError(
+            f"data.label_type={label_type} is for data.source=cifar100 only; data.source={source} "
+            "has one set of labels. Drop data.label_type, or use data.source=cifar100."
+        )
+
+
+def _check_image_size(source: object, image_size: object) -> None:
+    """A folder's images are converted to any square size; CIFAR's are 32x32 as stored. Below
+    16 pixels LeNet's two conv-and-pool stages leave nothing to classify."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        raise CifarlabError(
+            f"data.image_size={image_size!r} must be a whole number >= 16 (the side, in pixels, "
+            "that every image is converted to; default 32)."
+        )
+    if image_size != 32 and source != "folder":
+        raise CifarlabError(
+            f"data.image_size={image_size} is for data.source=folder; data.source={source} "
+            "images are 32x32 as stored. Drop data.image_size."
+        )
 
 
 def _check_augment_options(
@@ -91,7 +128,8 @@ def _check_augment_options(
 
 
 class CIFAR10DataModule(L.LightningDataModule):
-    """CIFAR-10 (or any folder of 32x32 RGB images per class) as whole-tensor batches.
+    """CIFAR-10, CIFAR-100 (fine or coarse labels) or a folder of images per class as
+    whole-tensor batches.
 
     The validation split is carved from the full training set by ``split_seed`` before any class
     filter, so the same images are held out in every run and every subset of classes.
@@ -116,9 +154,14 @@ class CIFAR10DataModule(L.LightningDataModule):
         flip_mode: str = "random",
         gather: str = "auto",
         cache_dir: str | None = None,
+        label_type: str = "fine",
+        image_size: int = 32,
     ) -> None:
         super().__init__()
         _check_settings(source, normalize, batch_size, eval_batch_size, val_size)
+        _check_label_type(source, label_type)
+        _check_image_size(source, image_size)
+        self.label_type, self.image_size = label_type, image_size
         _check_augment_options(crop_padding, pad_mode, flip_mode, gather, drop_last)
         self.source, self.root = source, Path(root)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -138,7 +181,7 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     @property
     def all_classes(self) -> list[str]:
-        return source_classes(self.source, self.root)
+        return source_classes(self.source, self.root, self.label_type)
 
     @property
     def class_names(self) -> list[str]:
@@ -170,8 +213,10 @@ class CIFAR10DataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.source == "cifar10":
             ensure_cifar10(self.root)
+        if self.source == "cifar100":
+            ensure_cifar100(self.root)
         for split in ("train", "test"):
-            self._prepared[split] = load_split(self.source, self.root, split, self.cache_dir)
+            self._prepared[split] = self._load(split)
 
     def _take_split(self, split: str) -> ImageSet:
         """The split prepare_data decoded in this process, handed over once so that the module
@@ -179,7 +224,12 @@ class CIFAR10DataModule(L.LightningDataModule):
         did not prepare the data)."""
         if split in self._prepared:
             return self._prepared.pop(split)
-        return load_split(self.source, self.root, split, self.cache_dir)
+        return self._load(split)
+
+    def _load(self, split: str) -> ImageSet:
+        return load_split(
+            self.source, self.root, split, self.cache_dir, self.label_type, self.image_size
+        )
 
     def _subset(self, data: ImageSet, keep: torch.Tensor) -> ImageSet:
         """Images ``keep`` of the run's classes, relabelled, in ``class_mixed_order``."""

@@ -14,7 +14,12 @@ class BNCNN(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 10, width: int = 16, dropout: float = 0.0, batchnorm: bool = True
+        self,
+        num_classes: int = 10,
+        width: int = 16,
+        dropout: float = 0.0,
+        batchnorm: bool = True,
+        image_size: int = 32,
     ) -> None:
         super().__init__()
         half = width // 2
@@ -34,7 +39,10 @@ class BNCNN(nn.Module):
             nn.Flatten(),
         )
         self.classifier = nn.Sequential(
-            nn.Linear(8 * 8 * half, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, num_classes)
+            nn.Linear((image_size // 4) ** 2 * half, 32),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(32, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

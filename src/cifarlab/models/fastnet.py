@@ -5,8 +5,9 @@ first layer, three conv groups of widths 64/256/256 with max-pooling, a global m
 linear head with a scaled output). What makes it train in about ten epochs:
 
 - the first layer is a 2x2 convolution whose filters whiten 2x2 image patches, computed once from
-  training images (eigenvectors of the patch covariance) and never trained, except its bias for
-  the first few epochs;
+  training images (eigenvectors of the patch covariance) and never trained; its bias trains with a
+  learning rate that falls linearly to 0 over the first ``whiten_bias_epochs`` epochs (see
+  :meth:`FastNet.early_params`);
 - convolutions start as identity maps (Dirac init) on their first input channels;
 - BatchNorm has no trainable scale, a fast running-statistics momentum and a trainable bias that
   the recipe gives a much higher learning rate (``optimizer.norm_lr_mult``).
@@ -113,9 +114,15 @@ class FastNet(nn.Module):
         self.whiten.weight.copy_(whitening_filters(images.to(self.whiten.weight.device)))
         self.whitened.fill_(True)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Trains the whitening bias for the first ``whiten_bias_epochs`` epochs only."""
-        self.whiten.bias.requires_grad_(epoch < self.whiten_bias_epochs)
+    def early_params(self) -> tuple[list[nn.Parameter], int]:
+        """The parameters that train only early on, and over how many epochs: the whitening bias.
+
+        cifarlab.optim gives them a group of their own whose learning rate falls linearly to 0
+        over those epochs and then stays 0, as airbench94_muon schedules this bias. They keep
+        ``requires_grad``: DDP registers the trainable parameters once, and a parameter that
+        stopped producing gradients part-way through a run would break its gradient reduction.
+        """
+        return [self.whiten.bias], self.whiten_bias_epochs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.groups(F.gelu(self.whiten(x)))

@@ -9,8 +9,9 @@ from torch import nn
 class LeNet(nn.Module):
     """The PyTorch tutorial's net; ``width`` is the first conv's channels (the 'wider' exercise)."""
 
-    def __init__(self, num_classes: int = 10, width: int = 6) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 6, image_size: int = 32) -> None:
         super().__init__()
+        side = ((image_size - 4) // 2 - 4) // 2  # after conv 5, pool 2, conv 5, pool 2: 5 at 32
         self.features = nn.Sequential(
             nn.Conv2d(3, width, 5),
             nn.ReLU(),
@@ -21,7 +22,7 @@ class LeNet(nn.Module):
             nn.Flatten(),
         )
         self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120),
+            nn.Linear(16 * side * side, 120),
             nn.ReLU(),
             nn.Linear(120, 84),
             nn.ReLU(),

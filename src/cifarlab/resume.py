@@ -42,6 +42,8 @@ CONF_TARGETS = frozenset(
         "cifarlab.loggers.mlflow_logger",
         "cifarlab.loggers.wandb_logger",
         "cifarlab.pruning.trial_pruning",
+        "cifarlab.step_hooks.NoProfiler",
+        "cifarlab.step_hooks.SkipIdleHooks",
     }
 )
 # the parts of a stored config every run reads

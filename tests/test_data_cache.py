@@ -8,7 +8,7 @@ import torch
 import cifarlab.data.cache as cache
 from cifarlab.data import cache_path, class_mixed_order, load_split
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import temp_path
+from cifarlab.files import temp_path
 
 from .conftest import make_folder
 from .data_helpers import datamodule

@@ -1,4 +1,4 @@
-"""cifarlab.utils.write_atomic: every file cifarlab writes is the old one or the new one, a write
+"""cifarlab.files.write_atomic: every file cifarlab writes is the old one or the new one, a write
 the disk refuses is one paragraph, and a killed writer's temporary file does not stay behind."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarlab.utils import FileWriteError, save_torch, temp_path, write_atomic, write_json
+from cifarlab.files import FileWriteError, save_torch, temp_path, write_atomic, write_json
 
 
 @contextmanager
@@ -92,7 +92,7 @@ def test_a_killed_writers_temp_file_goes_at_the_next_write_of_its_target(tmp_pat
 WRITER = """
 import sys, time
 from pathlib import Path
-from cifarlab.utils import write_atomic
+from cifarlab.files import write_atomic
 
 def write(tmp):
     with open(tmp, "wb") as f:

@@ -42,7 +42,7 @@ from cifarlab.figures import (
     rendered,
     save_pixels,
 )
-from cifarlab.utils import write_atomic, write_json
+from cifarlab.files import write_atomic, write_json
 
 ANALYSIS_FILE = "test_analysis.json"
 CALIBRATION_BINS = 15

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab.analysis import Calibration, EvalOutputs
-from cifarlab.utils import write_json
+from cifarlab.files import write_json
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -21,8 +21,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from cifarlab.errors import CifarlabError
+from cifarlab.files import save_torch, write_atomic
 from cifarlab.optim import resume_problem
-from cifarlab.utils import save_torch, write_atomic
 
 CONFIG_KEY = "cifarlab_config"
 RNG_KEY = "cifarlab_rng_states"

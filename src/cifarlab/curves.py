@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 
 from cifarlab.figures import curves_figure, save_png
-from cifarlab.utils import write_atomic
+from cifarlab.files import write_atomic
 
 COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr")
 HISTORY = "history.csv"

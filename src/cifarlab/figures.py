@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cifarlab.utils import write_atomic
+from cifarlab.files import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -38,10 +38,11 @@ from cifarlab.data.pictures import (
     why_unreadable,
 )
 from cifarlab.errors import CifarlabError
+from cifarlab.files import write_json
 from cifarlab.models import INPUT_SIZE
 from cifarlab.report import print_accuracy_table
 from cifarlab.trained import Network, load_network
-from cifarlab.utils import to_plain_dict, write_json
+from cifarlab.utils import to_plain_dict
 
 GLOB_CHARS = set("*?[")
 

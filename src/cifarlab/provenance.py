@@ -25,7 +25,8 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from cifarlab.utils import log, write_atomic, write_json
+from cifarlab.files import write_atomic, write_json
+from cifarlab.utils import log
 
 # git finds the checkout this code runs from (uv installs the project editable, from src/)
 SOURCE_DIR = Path(__file__).resolve().parent

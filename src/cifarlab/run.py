@@ -29,6 +29,7 @@ from cifarlab.checkpoints import checkpoint_paths, load_checkpoint
 from cifarlab.console import quiet_console
 from cifarlab.divergence import divergence_message
 from cifarlab.errors import CifarlabError
+from cifarlab.files import FileWriteError, write_json
 from cifarlab.loggers import finish_runs
 from cifarlab.module import ClassifierModule
 from cifarlab.provenance import (
@@ -47,7 +48,7 @@ from cifarlab.report import (
 )
 from cifarlab.resume import interrupted_message, resume_config
 from cifarlab.tune import check_tune, find_lr
-from cifarlab.utils import FileWriteError, log, write_json
+from cifarlab.utils import log
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -45,7 +45,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import log, write_atomic
+from cifarlab.files import write_atomic
+from cifarlab.utils import log
 
 DISTRIBUTIONS: dict[str, type[BaseDistribution]] = {
     "float": FloatDistribution,

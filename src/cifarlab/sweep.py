@@ -36,8 +36,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cifarlab import compare
+from cifarlab.files import write_atomic, write_json
 from cifarlab.run_folders import SWEEP_RECORD
-from cifarlab.utils import in_multirun, log, write_atomic, write_json
+from cifarlab.utils import in_multirun, log
 
 JOB_RECORD = "job.json"
 SUMMARY_COLUMNS = (

@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 from cifarlab.accelerators import build_trainer
 from cifarlab.errors import CifarlabError
 from cifarlab.figures import save_png
-from cifarlab.utils import to_plain_dict, write_json
+from cifarlab.files import write_json
+from cifarlab.utils import to_plain_dict
 
 TUNERS = ("lr_find",)
 

@@ -26,7 +26,8 @@ from cifarlab.data.sources import (
     source_classes,
 )
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import FileWriteError, log, save_torch, write_atomic
+from cifarlab.files import FileWriteError, save_torch, write_atomic
+from cifarlab.utils import log
 
 CACHE_VERSION = 4  # 2: scandir fingerprint; 3: plus a checksum; 4: folders read by Pillow
 

@@ -83,7 +83,7 @@ def make_cifar10(root: Path, per_class_batch: int = 2, per_class_test: int = 3) 
 def make_cifar100(root: Path, per_class_train: int = 2, per_class_test: int = 1) -> Path:
     """torchvision's cifar-100-python layout: train and test pickles with fine and coarse labels
     (fine class f belongs to superclass f // 5 here), and meta with both label lists."""
-    from cifarlab.data.sources import CIFAR100_COARSE, CIFAR100_FINE
+    from cifarlab.data.cifar import CIFAR100_COARSE, CIFAR100_FINE
 
     rng = np.random.default_rng(2)
     folder = root / "cifar-100-python"

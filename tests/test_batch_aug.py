@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarlab.batch_aug import BatchAugment, cutmix, cutout, mixup
+from cifarlab.data.batch_aug import BatchAugment, cutmix, cutout, mixup
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from cifarlab.data import CIFAR10DataModule
-from cifarlab.data.sources import CIFAR100_COARSE, CIFAR100_FINE
+from cifarlab.data.cifar import CIFAR100_COARSE, CIFAR100_FINE
 from cifarlab.errors import CifarlabError
 from cifarlab.export import export
 from cifarlab.predict import predict

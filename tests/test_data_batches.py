@@ -18,7 +18,9 @@ def test_batches_are_the_bits_of_normalizing_the_padded_split_first() -> None:
     )
     idx, (dy, dx), flips = torch.randperm(50), torch.randint(0, 9, (2, 50)), torch.arange(50) % 2
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
-    before = torch.addcmul(batches.shift, padded.float(), batches.scale)  # the former code
+    before = torch.addcmul(
+        batches.normalize.shift, padded.float(), batches.normalize.scale
+    )  # the former code
     expected = before.unfold(2, 32, 1).unfold(3, 32, 1)[idx, :, dy, dx]
     expected = torch.where(flips.bool()[:, None, None, None], expected.flip(-1), expected)
     assert torch.equal(batches.batch(idx, dy, dx, flips), expected)

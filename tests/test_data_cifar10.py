@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cifarlab.data import load_split
-from cifarlab.data.sources import read_cifar10
+from cifarlab.data.cifar import read_cifar10
 from cifarlab.errors import CifarlabError
 
 from .conftest import make_cifar10

@@ -33,7 +33,7 @@ from torchmetrics.functional.classification import (
 )
 from torchmetrics.utilities import dim_zero_cat
 
-from cifarlab.data import NORMALIZATIONS
+from cifarlab.data.normalization import to_pictures
 from cifarlab.errors import CifarlabError
 from cifarlab.figures import (
     confusion_figure,
@@ -273,12 +273,6 @@ def write_analysis_files(
     write_json(output_dir / ANALYSIS_FILE, analysis)
 
 
-def _as_pictures(images: torch.Tensor, normalize: str) -> torch.Tensor:
-    """Normalized (N, 3, H, W) floats -> [0, 1] (N, H, W, 3), as people look at them."""
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORMALIZATIONS[normalize])
-    return (images.float() * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
-
-
 def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
@@ -316,7 +310,7 @@ class ErrorAnalysis(L.Callback):
         temperature = read_temperature(self.temperature_path) if self.temperature_path else None
         analysis, matrix, images = analyse(collected, names, self.num_hardest, temperature)
         data = pl_module.hparams.get("data") or {}  # a bare module may have no data settings
-        pictures = _as_pictures(images, data.get("normalize", "cifar10"))
+        pictures = to_pictures(images, data.get("normalize", "cifar10"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_analysis_files(self.output_dir, analysis, matrix, names)
         figures = {

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cifarlab.analysis import MANY_CLASSES, most_confused_block
-from cifarlab.data import NORMALIZATIONS
+from cifarlab.data.normalization import to_pictures
 from cifarlab.errors import CifarlabError
 from cifarlab.figures import (
     confusion_figure,
@@ -50,14 +50,6 @@ def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     if not trainer.is_global_zero:
         return None
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-
-
-def _unnormalize(images: torch.Tensor, normalize: str) -> torch.Tensor:
-    """Normalized float batch -> [0, 1] images in (N, H, W, 3) order, as people look at them."""
-    mean, std = (
-        torch.tensor(v, device=images.device).view(1, 3, 1, 1) for v in NORMALIZATIONS[normalize]
-    )
-    return (images.float() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).cpu()
 
 
 class ClassFigures(L.Callback):
@@ -185,7 +177,7 @@ class ImageGrids(L.Callback):
             return
         images, labels = self._first_batch
         self._first_batch = None
-        shown = _unnormalize(images, pl_module.hparams.data.get("normalize", "cifar10"))
+        shown = to_pictures(images, pl_module.hparams.data.get("normalize", "cifar10")).cpu()
         fig = image_grid_figure(shown, pl_module.class_names, labels.cpu())
         logger.experiment.add_figure("train/samples", fig, 0)
 
@@ -226,7 +218,7 @@ class ImageGrids(L.Callback):
             torch.cat(parts) for parts in zip(*self._picked, strict=True)
         )
         self._picked = []
-        shown = _unnormalize(images, pl_module.hparams.data.get("normalize", "cifar10"))
+        shown = to_pictures(images, pl_module.hparams.data.get("normalize", "cifar10")).cpu()
         fig = image_grid_figure(shown, pl_module.class_names, labels.cpu(), predictions.cpu())
         logger.experiment.add_figure("test/predictions", fig, trainer.global_step)
 

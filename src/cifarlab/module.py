@@ -15,7 +15,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from cifarlab.accelerators import check_speed_options
-from cifarlab.batch_aug import BatchAugment
+from cifarlab.data.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_from_config
 from cifarlab.optim import build_optimization, optimizer_steps_per_epoch

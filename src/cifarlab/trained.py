@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cifarlab.checkpoints import load_checkpoint
-from cifarlab.data import NORMALIZATIONS
+from cifarlab.data.normalization import NORMALIZATIONS, normalize
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_from_config
 
@@ -35,9 +35,7 @@ class Network:
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) uint8 RGB -> the normalized float batch the network was trained on."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        return normalize(images, self.mean, self.std)
 
 
 def load_network(ckpt_path: str | None, purpose: str) -> Network:

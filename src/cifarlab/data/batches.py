@@ -23,11 +23,8 @@ from cifarlab.data.augment import (
     pad_images,
     window_starts,
 )
+from cifarlab.data.normalization import FusedNormalize
 
-NORMALIZATIONS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
 # how a batch is cropped: "split" pads the whole split once (one gather per batch), "batch" pads and
 # crops each batch (never holds more than a batch; MPS may copy the split path's view whole)
 GATHERS = ("auto", "split", "batch")
@@ -139,15 +136,7 @@ class TensorBatches:
         self.gather = gather
         self.channels_last = channels_last
         self._windows: torch.Tensor | None = None
-        std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = -mean_t / std_t
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels to ``(x / 255 - mean) / std`` as one fused multiply-add (which reads the
-        uint8 pixels as floats itself, a pass less than ``images.float()`` first)."""
-        return torch.addcmul(self.shift, images, self.scale)
+        self.normalize = FusedNormalize(mean, std, images.device)
 
     def windows(self) -> torch.Tensor:
         """``window_starts`` of the split, padded once (uint8: 216 MB for 45,000 images with

@@ -15,16 +15,10 @@ from pathlib import Path
 
 import torch
 
-from cifarlab.data.sources import (
-    CIFAR10_BATCHES,
-    CIFAR10_DIR,
-    CIFAR100_DIR,
-    CIFAR100_FILES,
-    ImageSet,
-    read_source,
-    scan_folder,
-    source_classes,
-)
+from cifarlab.data.cifar import CIFAR10_BATCHES, CIFAR10_DIR, CIFAR100_DIR, CIFAR100_FILES
+from cifarlab.data.folders import scan_folder
+from cifarlab.data.image_set import ImageSet
+from cifarlab.data.sources import read_source, source_classes
 from cifarlab.errors import CifarlabError
 from cifarlab.files import FileWriteError, save_torch, write_atomic
 from cifarlab.utils import log

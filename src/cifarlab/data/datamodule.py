@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 
 from cifarlab.data.augment import (
@@ -21,34 +20,14 @@ from cifarlab.data.augment import (
     Augment,
     parse_augment,
 )
-from cifarlab.data.batches import GATHERS, NORMALIZATIONS, TensorBatches
+from cifarlab.data.batches import GATHERS, TensorBatches
 from cifarlab.data.cache import load_split
-from cifarlab.data.sources import (
-    LABEL_TYPES,
-    SOURCES,
-    ImageSet,
-    ensure_cifar10,
-    ensure_cifar100,
-    source_classes,
-)
+from cifarlab.data.cifar import LABEL_TYPES, ensure_cifar10, ensure_cifar100
+from cifarlab.data.image_set import ImageSet
+from cifarlab.data.normalization import NORMALIZATIONS, normalize
+from cifarlab.data.sources import SOURCES, source_classes
+from cifarlab.data.splits import hold_out, subset
 from cifarlab.errors import CifarlabError
-
-
-def class_mixed_order(labels: torch.Tensor) -> torch.Tensor:
-    """A fixed order that spreads every class evenly over the split (round robin when classes are
-    equally large), keeping each class's own order.
-
-    A folder is read class by class; served that way, the first batches of a split (all that
-    ``trainer.limit_val_batches`` scores) would hold one or two classes. Here every stretch of the
-    split holds each class in its share, to within one image.
-    """
-    counts = torch.bincount(labels)
-    by_class = torch.argsort(labels, stable=True)
-    first_of_class = torch.cumsum(counts, 0) - counts
-    place = torch.empty_like(labels)  # each image's position within its class
-    place[by_class] = torch.arange(len(labels)) - first_of_class[labels[by_class]]
-    share = (place.double() + 0.5) / counts[labels].double()
-    return torch.from_numpy(np.lexsort((labels.numpy(), share.numpy())))
 
 
 def _check_settings(
@@ -231,17 +210,6 @@ class CIFAR10DataModule(L.LightningDataModule):
             self.source, self.root, split, self.cache_dir, self.label_type, self.image_size
         )
 
-    def _subset(self, data: ImageSet, keep: torch.Tensor) -> ImageSet:
-        """Images ``keep`` of the run's classes, relabelled, in ``class_mixed_order``."""
-        names = self.class_names
-        remap = torch.full((len(data.classes),), -1, dtype=torch.int64)
-        for new, name in enumerate(names):
-            remap[data.classes.index(name)] = new
-        labels = remap[data.labels[keep]]
-        keep, labels = keep[labels >= 0], labels[labels >= 0]
-        mixed = class_mixed_order(labels)
-        return ImageSet(data.images[keep[mixed]], labels[mixed], names)
-
     def setup(self, stage: str | None = None) -> None:
         """Makes the splits once. With nothing to validate (``data.val_size=0``) it sets
         Lightning's own switch for no validation, ``limit_val_batches=0``, on the trainer (as
@@ -258,28 +226,18 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _make_splits(self) -> dict[str, ImageSet]:
         """train and val carved from the training set by ``split_seed``, and test."""
         train = self._take_split("train")
-        if self.val_size >= len(train.labels):
-            raise CifarlabError(
-                f"data.val_size={self.val_size} leaves no training images: the training set has "
-                f"{len(train.labels)} images. Choose data.val_size below that (default 5000)."
-            )
-        order = torch.randperm(
-            len(train.labels), generator=torch.Generator().manual_seed(self.split_seed)
-        )
-        n_train = len(order) - self.val_size
+        train_idx, val_idx = hold_out(train, self.val_size, self.split_seed)
         test = self._take_split("test")
+        names = self.class_names
         return {
-            "train": self._subset(train, order[:n_train].sort().values),
-            "val": self._subset(train, order[n_train:].sort().values),
-            "test": self._subset(test, torch.arange(len(test.labels))),
+            "train": subset(train, train_idx, names),
+            "val": subset(train, val_idx, names),
+            "test": subset(test, torch.arange(len(test.labels)), names),
         }
 
     def normalized_train_images(self, n: int) -> torch.Tensor:
         """The first ``n`` training images as normalized float, for layers computed from data."""
-        images = self.splits["train"].images[:n].float() / 255.0
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (images - mean) / std
+        return normalize(self.splits["train"].images[:n], self.mean, self.std)
 
     def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The split on the model's device, moved there once rather than batch by batch."""

@@ -26,8 +26,8 @@ from cifarlab.accelerators import (
     requested_gpus,
 )
 from cifarlab.errors import CifarlabError
-from cifarlab.module import ClassifierModule
 from cifarlab.run import evaluate, train
+from cifarlab.training.module import ClassifierModule
 from cifarlab.utils import to_plain_dict
 
 from .conftest import compose_config, quick_overrides, run_script, sweep_overrides

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from cifarlab.data.batch_aug import BatchAugment, cutmix, cutout, mixup
 from cifarlab.errors import CifarlabError
-from cifarlab.module import ClassifierModule
+from cifarlab.training.module import ClassifierModule
 
 
 def runs(mask: torch.Tensor) -> list[tuple[int, int]]:

@@ -13,9 +13,9 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 
 from cifarlab.errors import CifarlabError
 from cifarlab.export import export
-from cifarlab.module import ClassifierModule
 from cifarlab.predict import predict
 from cifarlab.run import evaluate, train
+from cifarlab.training.module import ClassifierModule
 
 from .conftest import compose_config, run_script
 from .test_run import eval_cfg, train_cfg

@@ -11,8 +11,8 @@ import torch
 from cifarlab.accelerators import build_trainer
 from cifarlab.build import instantiate_all
 from cifarlab.models import MODELS
-from cifarlab.module import ClassifierModule
-from cifarlab.optim import EARLY_EPOCHS
+from cifarlab.training.module import ClassifierModule
+from cifarlab.training.optimizers import EARLY_EPOCHS
 from cifarlab.utils import to_plain_dict
 
 from .conftest import CONF_DIR, compose_config

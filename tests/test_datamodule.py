@@ -152,7 +152,7 @@ def test_compiled_model_is_not_recompiled_over_two_epochs(folder_root: Path) -> 
     Dynamo compile again, for a dynamic batch size."""
     import lightning as L
 
-    from cifarlab.module import ClassifierModule
+    from cifarlab.training.module import ClassifierModule
 
     compilations = []
 
@@ -270,7 +270,7 @@ def test_no_validation_images_means_no_validation_and_no_warning(folder_root: Pa
     Lightning's evaluation loop warned "Total length of `TensorBatches` across ranks is zero"."""
     import lightning as L
 
-    from cifarlab.module import ClassifierModule
+    from cifarlab.training.module import ClassifierModule
 
     def fit(dm: CIFAR10DataModule) -> L.Trainer:
         module = ClassifierModule(

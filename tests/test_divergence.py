@@ -11,8 +11,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cifarlab.divergence import DIVERGED_KEYS, DivergenceGuard
-from cifarlab.module import ClassifierModule
 from cifarlab.run import train
+from cifarlab.training.module import ClassifierModule
 
 from .test_run import train_cfg
 

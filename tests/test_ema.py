@@ -1,5 +1,5 @@
-"""cifarlab.ema: the average is what validation, checkpoints and the test use; decay ramp and
-lookahead."""
+"""cifarlab.training.ema: the average is what validation, checkpoints and the test use; decay ramp
+and lookahead."""
 
 import math
 from pathlib import Path
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from cifarlab import build
-from cifarlab.ema import WeightEMA
 from cifarlab.internals import averaged_module, averaged_updates
 from cifarlab.run import train
+from cifarlab.training.ema import WeightEMA
 
 from .conftest import compose_config, quick_overrides
 

@@ -16,8 +16,8 @@ from cifarlab.data import CIFAR10_CLASSES
 from cifarlab.errors import CifarlabError
 from cifarlab.export import check_batch, export
 from cifarlab.models import build_model
-from cifarlab.module import ClassifierModule
 from cifarlab.trained import load_network
+from cifarlab.training.module import ClassifierModule
 
 from .conftest import compose_config
 from .test_utils import file_size_limit, limit_file_size

@@ -12,9 +12,9 @@ from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 from cifarlab.models.fastnet import FastNet, whitening_filters
-from cifarlab.module import ClassifierModule
-from cifarlab.optim import EARLY_EPOCHS
 from cifarlab.run import train
+from cifarlab.training.module import ClassifierModule
+from cifarlab.training.optimizers import EARLY_EPOCHS
 
 from .conftest import compose_config, quick_overrides
 

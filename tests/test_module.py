@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from cifarlab.module import ClassifierModule
+from cifarlab.training.module import ClassifierModule
 
 
 def module(**kwargs) -> ClassifierModule:

@@ -9,9 +9,9 @@ from torch import nn
 from cifarlab.checks import check_optimizer
 from cifarlab.errors import CifarlabError
 from cifarlab.models.fastnet import FastNet
-from cifarlab.muon import MuonSGD, orthogonalize
-from cifarlab.optim import param_groups
 from cifarlab.run import train
+from cifarlab.training.muon import MuonSGD, orthogonalize
+from cifarlab.training.optimizers import param_groups
 
 from .conftest import compose_config, quick_overrides
 

@@ -1,4 +1,4 @@
-"""cifarlab.optim: parameter groups and the learning-rate schedules."""
+"""cifarlab.training.optimizers: parameter groups and the learning-rate schedules."""
 
 import io
 import itertools
@@ -9,7 +9,8 @@ from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.models.fastnet import FastNet
-from cifarlab.optim import EARLY_EPOCHS, build_optimization, lr_factor, param_groups
+from cifarlab.training.optimizers import EARLY_EPOCHS, param_groups
+from cifarlab.training.schedules import build_optimization, lr_factor
 
 OPTIMIZERS = {
     "sgd": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.05},

@@ -25,9 +25,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cifarlab import callbacks
 from cifarlab.checkpoints import CONFIG_KEY, AtomicCheckpointIO
 from cifarlab.errors import CifarlabError
-from cifarlab.module import ClassifierModule
 from cifarlab.resume import CONF_TARGETS, resume_config
 from cifarlab.run import train
+from cifarlab.training.module import ClassifierModule
 
 from .conftest import CONF_DIR, ROOT, compose_config, quick_overrides, run_script
 from .test_run import train_cfg

@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cifarlab.module import ClassifierModule
 from cifarlab.run import record_interrupt, train
+from cifarlab.training.module import ClassifierModule
 
 from .conftest import ROOT, compose_config, quick_overrides, run_script
 from .test_resume import READY

@@ -1,4 +1,5 @@
-"""cifarlab.tta: which views test-time augmentation averages, and the accuracy with and without."""
+"""cifarlab.training.tta: which views test-time augmentation averages, and the accuracy with and
+without."""
 
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.run import train
-from cifarlab.tta import tta_logits
+from cifarlab.training.tta import tta_logits
 
 from .conftest import compose_config, quick_overrides
 

@@ -30,7 +30,6 @@ from lightning.fabric.plugins.environments import (
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.host_memory import keep_freed_memory
@@ -273,17 +272,3 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     ):
         keep_freed_memory()
     return trainer
-
-
-def check_speed_options(net: nn.Module, *, compile_net: bool, channels_last: bool) -> None:
-    """Validates the GPU speed options and converts ``net`` to channels_last in place.
-
-    ``channels_last`` stores conv weights NHWC to match the batches of ``data.channels_last``
-    (tensor cores prefer it; mixing layouts costs a conversion per layer); the state_dict keys stay
-    those of the plain net. Compiling is left to ``ClassifierModule.configure_model``.
-    """
-    for name, value in (("model.compile", compile_net), ("data.channels_last", channels_last)):
-        if not isinstance(value, bool):
-            raise CifarlabError(f"{name}={value!r} must be true or false.")
-    if channels_last:
-        net.to(memory_format=torch.channels_last)

@@ -30,12 +30,12 @@ from cifarlab.checkpoints import (
 )
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.divergence import DivergenceGuard
-from cifarlab.ema import WeightEMA
 from cifarlab.errors import CifarlabError
-from cifarlab.module import ClassifierModule
-from cifarlab.optim import build_optimizer
 from cifarlab.provenance import RunProvenance, own_folder
 from cifarlab.resume import pin_logger_versions
+from cifarlab.training.ema import WeightEMA
+from cifarlab.training.module import ClassifierModule
+from cifarlab.training.optimizers import build_optimizer
 from cifarlab.utils import to_plain_dict
 
 

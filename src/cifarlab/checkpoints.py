@@ -22,7 +22,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 
 from cifarlab.errors import CifarlabError
 from cifarlab.files import save_torch, write_atomic
-from cifarlab.optim import resume_problem
+from cifarlab.training.optimizers import resume_problem
 
 CONFIG_KEY = "cifarlab_config"
 RNG_KEY = "cifarlab_rng_states"

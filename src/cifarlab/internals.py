@@ -13,8 +13,8 @@ so a library update that changes it fails there, by name, instead of somewhere d
   to them and wait for them (cifarlab.accelerators.sigterm_reaches_workers).
 - Lightning: the averaged copy of the model that ``WeightAveraging`` keeps. The callback offers no
   accessor for it (it swaps it in for validation and copies it out at the end of fit on its own);
-  cifarlab.ema updates it, counts its updates in its ``n_averaged`` (saved in checkpoints) and,
-  with ``lookahead``, copies it back into the trained weights after each update.
+  cifarlab.training.ema updates it, counts its updates in its ``n_averaged`` (saved in checkpoints)
+  and, with ``lookahead``, copies it back into the trained weights after each update.
 - Lightning: how it calls callback hooks. ``_call_callback_hooks`` calls a callback's hook only
   when ``callable(getattr(callback, name))``, each call inside a profiler context (also when no
   profiler is set); ``L.Callback`` defines every hook as a method that does nothing, so without

@@ -31,7 +31,6 @@ from cifarlab.divergence import divergence_message
 from cifarlab.errors import CifarlabError
 from cifarlab.files import FileWriteError, write_json
 from cifarlab.loggers import finish_runs
-from cifarlab.module import ClassifierModule
 from cifarlab.provenance import (
     CHECKPOINT_KEY,
     RunProvenance,
@@ -47,6 +46,7 @@ from cifarlab.report import (
     print_analysis,
 )
 from cifarlab.resume import interrupted_message, resume_config
+from cifarlab.training.module import ClassifierModule
 from cifarlab.tune import check_tune, find_lr
 from cifarlab.utils import log
 

@@ -117,10 +117,10 @@ class FastNet(nn.Module):
     def early_params(self) -> tuple[list[nn.Parameter], int]:
         """The parameters that train only early on, and over how many epochs: the whitening bias.
 
-        cifarlab.optim gives them a group of their own whose learning rate falls linearly to 0
-        over those epochs and then stays 0, as airbench94_muon schedules this bias. They keep
-        ``requires_grad``: DDP registers the trainable parameters once, and a parameter that
-        stopped producing gradients part-way through a run would break its gradient reduction.
+        cifarlab.training.optimizers gives them a group of their own whose learning rate falls
+        linearly to 0 over those epochs and then stays 0, as airbench94_muon schedules this bias.
+        They keep ``requires_grad``: DDP registers the trainable parameters once, and a parameter
+        that stopped producing gradients part-way through a run would break its gradient reduction.
         """
         return [self.whiten.bias], self.whiten_bias_epochs
 

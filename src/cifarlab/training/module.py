@@ -1,6 +1,6 @@
 """One LightningModule for every model: the loss, the training and evaluation steps, and the metrics
-we report. The optimizer and schedule come from cifarlab.optim, test-time augmentation from
-cifarlab.tta."""
+we report. The optimizer and schedule come from cifarlab.training.optimizers and .schedules,
+test-time augmentation from cifarlab.training.tta."""
 
 from __future__ import annotations
 
@@ -14,12 +14,19 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
-from cifarlab.accelerators import check_speed_options
 from cifarlab.data.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_from_config
-from cifarlab.optim import build_optimization, optimizer_steps_per_epoch
-from cifarlab.tta import check_tta, tta_logits
+from cifarlab.training.schedules import build_optimization, optimizer_steps_per_epoch
+from cifarlab.training.tta import check_tta, tta_logits
+
+
+def check_speed_options(*, compile_net: bool, channels_last: bool) -> None:
+    """``model.compile`` and ``data.channels_last`` are switches; compiling is left to
+    ``ClassifierModule.configure_model``."""
+    for name, value in (("model.compile", compile_net), ("data.channels_last", channels_last)):
+        if not isinstance(value, bool):
+            raise CifarlabError(f"{name}={value!r} must be true or false.")
 
 
 class EpochSums:
@@ -97,11 +104,12 @@ class ClassifierModule(L.LightningModule):
         self._net_compiled = False  # by configure_model, in this process (see __getstate__)
         # cutout/mixup/cutmix of training batches, seeded by the run's seed (kept in data's)
         self.batch_aug = BatchAugment.from_config(batch_aug, seed=(data or {}).get("seed", 0))
-        check_speed_options(
-            self.net,
-            compile_net=self.compile_net,
-            channels_last=(data or {}).get("channels_last", False),
-        )
+        channels_last = (data or {}).get("channels_last", False)
+        check_speed_options(compile_net=self.compile_net, channels_last=channels_last)
+        if channels_last:
+            # conv weights NHWC, to match the batches of data.channels_last (tensor cores prefer
+            # it; mixing layouts costs a conversion per layer); the state_dict keys stay the same
+            self.net.to(memory_format=torch.channels_last)
         n = len(class_names)
         # the epoch's sums reach these once, at its end; they synchronize the DDP processes
         self.train_sums = EpochSums()

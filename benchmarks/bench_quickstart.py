@@ -123,14 +123,16 @@ def time_phases(out: Path, train_args: list[str]) -> None:
     from torch.utils.tensorboard.writer import SummaryWriter
 
     import cifarlab.checks  # noqa: F401
-    from cifarlab import callbacks, console, curves, report, run
+    from cifarlab import run
+    from cifarlab.callbacks import class_figures, console, curves, image_grids
     from cifarlab.data import datamodule
+    from cifarlab.review import report
 
     TIMER.exit()
     for owner, name in [
-        (callbacks, "confusion_figure"),
-        (callbacks, "per_class_figure"),
-        (callbacks, "image_grid_figure"),
+        (class_figures, "confusion_figure"),
+        (class_figures, "per_class_figure"),
+        (image_grids, "image_grid_figure"),
         (curves, "curves_figure"),
         (curves, "save_png"),
         (report, "save_png"),

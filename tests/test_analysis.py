@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarlab.analysis import EvalOutputs, analyse, most_confused_block, read_temperature
-from cifarlab.calibration import fit_temperature
+from cifarlab.calibration import fit_temperature, read_temperature
+from cifarlab.callbacks.error_analysis import EvalOutputs
 from cifarlab.errors import CifarlabError
 from cifarlab.predict import predict
-from cifarlab.report import print_accuracy_table
+from cifarlab.review.analysis import analyse, most_confused_block
+from cifarlab.review.report import print_accuracy_table
 from cifarlab.run import evaluate
 
 from .conftest import FOLDER_CLASSES, compose_config

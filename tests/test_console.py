@@ -13,9 +13,9 @@ import rich
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from cifarlab import console
-from cifarlab.console import ProgressBar, net_summary
-from cifarlab.divergence import DivergenceGuard
+from cifarlab.callbacks import console
+from cifarlab.callbacks.console import ProgressBar, net_summary
+from cifarlab.callbacks.divergence import DivergenceGuard
 from cifarlab.models.lenet import LeNet
 from cifarlab.run import train
 

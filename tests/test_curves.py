@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cifarlab.curves import read_history
+from cifarlab.callbacks.curves import read_history
 from cifarlab.run import train
 
 from .conftest import compose_config, quick_overrides

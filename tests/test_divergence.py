@@ -1,4 +1,5 @@
-"""cifarlab.divergence: a non-finite training loss stops the run before a broken checkpoint."""
+"""cifarlab.callbacks.divergence: a non-finite training loss stops the run before a broken
+checkpoint."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cifarlab.divergence import DIVERGED_KEYS, DivergenceGuard
+from cifarlab.callbacks.divergence import DIVERGED_KEYS, DivergenceGuard
 from cifarlab.run import train
 from cifarlab.training.module import ClassifierModule
 

@@ -1,5 +1,5 @@
-"""The figures (cifarlab.figures) draw what they say: the bars are the accuracies, the cells the
-row-normalized counts, the curves the history, the titles the predictions."""
+"""The figures (cifarlab.review.figures) draw what they say: the bars are the accuracies, the cells
+the row-normalized counts, the curves the history, the titles the predictions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from matplotlib.colors import to_rgba
 from PIL import Image
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from cifarlab.figures import (
+from cifarlab.review.figures import (
     confusion_figure,
     curves_figure,
     image_grid_figure,

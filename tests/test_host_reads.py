@@ -39,8 +39,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cifarlab import run
-from cifarlab.curves import HISTORY, read_history
-from cifarlab.divergence import DivergenceGuard
+from cifarlab.callbacks.curves import HISTORY, read_history
+from cifarlab.callbacks.divergence import DivergenceGuard
 
 from .conftest import compose_config
 

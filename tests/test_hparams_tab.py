@@ -1,11 +1,12 @@
-"""The HParams tab's columns (cifarlab.hparams_tab): one type per column, swept ones marked."""
+"""The HParams tab's columns (cifarlab.review.hparams_tab): one type per column, swept ones
+marked."""
 
 import json
 
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from cifarlab.hparams_tab import HPARAMS_KEYS, hparams_summaries, mark_differing, run_hparams
+from cifarlab.review.hparams_tab import HPARAMS_KEYS, hparams_summaries, mark_differing, run_hparams
 
 HPARAMS_EXAMPLE = {
     "model": {"name": "lenet", "width": 6},

@@ -18,14 +18,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 from packaging.requirements import Requirement
 from packaging.version import Version
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifarlab import callbacks
+from cifarlab import loggers
 from cifarlab.checkpoints import CONFIG_KEY, AtomicCheckpointIO
 from cifarlab.errors import CifarlabError
-from cifarlab.resume import CONF_TARGETS, resume_config
+from cifarlab.resume import CONF_TARGETS, EARLIER_TARGETS, resume_config
 from cifarlab.run import train
 from cifarlab.training.module import ClassifierModule
 
@@ -117,7 +118,7 @@ def test_a_resumed_sweep_job_logs_into_its_own_tensorboard_folder(
     """In a sweep a job's TensorBoard folder is named by its overrides; resumed as a single run,
     the job must go on logging (and purge) there, not in the sweep job's parent folder."""
     name = "optimizer.lr=0.01"
-    monkeypatch.setattr(callbacks, "job_name", lambda: name)
+    monkeypatch.setattr(loggers, "job_name", lambda: name)
     stop_during(monkeypatch, epoch=1, batch=1, stop=keyboard_interrupt)
     with pytest.raises(SystemExit):
         train(compose_config("train", overrides_for(folder_root, tmp_path, "trainer.max_epochs=3")))
@@ -331,6 +332,30 @@ def test_a_stored_config_may_name_the_classes_of_conf_and_of_the_command_line(
         r"command line as well: \+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch$",
     ):
         resume_config(compose_config("train", alone), alone)
+
+
+def test_a_checkpoint_naming_the_earlier_targets_resumes_with_their_names_now(
+    trained_lenet: dict, tmp_path: Path
+) -> None:
+    """A checkpoint of an earlier version stores the _target_s its modules had then; resuming it
+    builds the same classes, by the names they have now."""
+    ckpt = torch.load(trained_lenet["last_ckpt"], weights_only=True)
+    config = ckpt["cifarlab_config"]
+    now = {v: k for k, v in EARLIER_TARGETS.items()}
+    callbacks = {
+        name: {**node, "_target_": now.get(node["_target_"], node["_target_"])}
+        for name, node in config["callbacks"].items()
+        if node
+    }
+    assert callbacks["curves"]["_target_"] == "cifarlab.curves.EpochCurves"
+    earlier = tmp_path / "earlier.ckpt"
+    torch.save({**ckpt, "cifarlab_config": {**config, "callbacks": callbacks}}, earlier)
+    given = [f"ckpt_path={earlier}"]
+    resumed = resume_config(compose_config("train", given), given)
+    assert resumed.callbacks.curves._target_ == "cifarlab.callbacks.curves.EpochCurves"
+    assert resumed.callbacks == OmegaConf.create(
+        {k: v for k, v in config["callbacks"].items() if v}
+    )
 
 
 READY = "cifarlab-test: holding before epoch 1"

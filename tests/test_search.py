@@ -32,7 +32,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import train
 from cifarlab.errors import CifarlabError
-from cifarlab.hparams_tab import hparams_summaries
+from cifarlab.review.hparams_tab import hparams_summaries
 from cifarlab.search import HEARTBEAT, Search, open_storage, override, search_space, trial_id
 
 from . import search_worker

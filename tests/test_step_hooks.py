@@ -11,7 +11,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.profilers import SimpleProfiler
 
 from cifarlab.accelerators import build_trainer
-from cifarlab.divergence import DivergenceGuard
+from cifarlab.callbacks.divergence import DivergenceGuard
 from cifarlab.internals import switch_off_inherited_hooks, switch_on_hooks
 from cifarlab.step_hooks import BATCH_HOOKS, NoProfiler, SkipIdleHooks
 

@@ -22,16 +22,17 @@ from lightning.pytorch.callbacks import (
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
-from cifarlab.checkpoints import (
-    AtomicCheckpointIO,
+from cifarlab.callbacks.checkpoint_state import (
     ConfigInCheckpoint,
     RandomStates,
     ResumableTrainingState,
 )
+from cifarlab.callbacks.divergence import DivergenceGuard
+from cifarlab.callbacks.provenance import RunProvenance
+from cifarlab.checkpoints import AtomicCheckpointIO
 from cifarlab.data import CIFAR10DataModule
-from cifarlab.divergence import DivergenceGuard
 from cifarlab.errors import CifarlabError
-from cifarlab.provenance import RunProvenance, own_folder
+from cifarlab.provenance import own_folder
 from cifarlab.resume import pin_logger_versions
 from cifarlab.training.ema import WeightEMA
 from cifarlab.training.module import ClassifierModule

@@ -1,20 +1,20 @@
 """Temperature scaling (Guo et al. 2017): one number T that divides the logits so the softmax
-probabilities match how often the model is right. T is fitted on the validation split, never on
-the test images it is judged on, and stored beside the checkpoint (``<ckpt>.temperature.json``)
-so the checkpoint itself is never rewritten; predict.py reads it from there.
+probabilities match how often the model is right. T is fitted on the validation split
+(``eval.py calibrate=true``, cifarlab.callbacks.temperature), never on the test images it is judged
+on, and stored beside the checkpoint (``<ckpt>.temperature.json``) so the checkpoint itself is
+never rewritten; the test and predict.py read it from there.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
-from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
-from cifarlab.analysis import Calibration, EvalOutputs
-from cifarlab.files import write_json
+from cifarlab.errors import CifarlabError
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -38,38 +38,28 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
         return float(log_t.detach().exp())
 
 
-class TemperatureFit(L.Callback):
-    """Collects the validation logits of ``trainer.validate`` (gathered across DDP processes),
-    fits the temperature and, on rank 0, writes it with its validation scores to ``path``."""
+def temperature_path(ckpt_path: str | Path) -> Path:
+    """Where a checkpoint's fitted temperature lives: beside it, never inside it."""
+    return Path(f"{ckpt_path}.temperature.json")
 
-    def __init__(self, path: Path, ckpt_path: str) -> None:
-        self.path = path
-        self.ckpt_path = ckpt_path
-        self._outputs: EvalOutputs | None = None
-        self.record: dict[str, Any] | None = None
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._outputs = EvalOutputs(num_hardest=0).to(pl_module.device)
-
-    def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
-    ) -> None:
-        if isinstance(outputs, torch.Tensor) and self._outputs is not None:
-            self._outputs.update(batch[0], outputs, batch[1])
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._outputs is None or not self._outputs.logits:
-            return
-        collected = self._outputs.compute()
-        self._outputs = None
-        logits, targets = collected["logits"].cpu(), collected["targets"].cpu()
-        temperature = fit_temperature(logits, targets)
-        self.record = {
-            "temperature": temperature,
-            "fitted_on": f"validation split, {len(targets)} images",
-            "checkpoint": str(self.ckpt_path),
-            "val_before": vars(Calibration.of(logits, targets)),
-            "val_after": vars(Calibration.of(logits / temperature, targets)),
-        }
-        if trainer.is_global_zero:
-            write_json(self.path, self.record)
+def read_temperature(path: Path) -> float | None:
+    """The temperature stored at ``path``; None when there is none. A damaged file is refused
+    with what to do, not silently ignored."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())["temperature"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CifarlabError(
+            f"{path} holds no temperature ({err}). Delete it, or fit it again with "
+            "eval.py ckpt_path=<checkpoint> calibrate=true."
+        ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise CifarlabError(
+            f"{path}: temperature={value!r} must be a number > 0. Delete the file, or fit it "
+            "again with eval.py ckpt_path=<checkpoint> calibrate=true."
+        )
+    if not math.isfinite(value):
+        raise CifarlabError(f"{path}: temperature={value!r} is not finite. Delete the file.")
+    return float(value)

@@ -1,8 +1,9 @@
-"""The optional experiment trackers (MLflow, Weights & Biases) behind ``logger=mlflow|wandb``.
+"""The loggers of ``logger=tensorboard|mlflow|wandb``: Lightning's, with the run named by what
+sets a sweep's job apart.
 
-Both are extras (``uv sync --extra mlflow``) so the default install stays lean; these factories
-say how to install one that is missing instead of failing deep inside Lightning. TensorBoard and
-CSV need nothing extra and use Lightning's loggers directly (conf/logger/).
+MLflow and Weights & Biases are extras (``uv sync --extra mlflow``) so the default install stays
+lean; their factories say how to install one that is missing instead of failing deep inside
+Lightning. TensorBoard and CSV need nothing extra (CSV is Lightning's own, conf/logger/csv.yaml).
 """
 
 from __future__ import annotations
@@ -11,10 +12,24 @@ import importlib.util
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from cifarlab.errors import CifarlabError
 from cifarlab.sweep import job_name
+
+
+def tensorboard_logger(
+    save_dir: str, name: str = "tensorboard", **kwargs: Any
+) -> TensorBoardLogger:
+    """Lightning's TensorBoardLogger whose run folder, in a multirun, is named by the overrides.
+
+    ``tensorboard --logdir <sweep dir>`` then lists
+    ``0/tensorboard/model.width=32,optimizer.lr=0.01`` instead of ``0/tensorboard``; a single run
+    keeps ``<run dir>/tensorboard/``.
+    """
+    kwargs.setdefault("version", job_name())
+    kwargs.setdefault("default_hp_metric", False)
+    return TensorBoardLogger(save_dir=save_dir, name=name, **kwargs)
 
 
 def _require(module: str, extra: str, logger: str) -> None:

@@ -26,7 +26,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from cifarlab.analysis import read_temperature, temperature_path
+from cifarlab.calibration import read_temperature, temperature_path
 from cifarlab.data.pictures import (
     PICTURE_SUFFIXES,
     READ_ERRORS,
@@ -40,7 +40,7 @@ from cifarlab.data.pictures import (
 from cifarlab.errors import CifarlabError
 from cifarlab.files import write_json
 from cifarlab.models import INPUT_SIZE
-from cifarlab.report import print_accuracy_table
+from cifarlab.review.report import print_accuracy_table
 from cifarlab.trained import Network, load_network
 from cifarlab.utils import to_plain_dict
 

@@ -4,8 +4,8 @@ versions of Python, torch, Lightning and Hydra, the device and the command line.
 A result is only worth what one can say about how it was made. Every run folder gets
 ``provenance.json`` (with ``git_diff.patch`` beside it when the tree had uncommitted changes), and
 every checkpoint the same record under ``cifarlab_provenance`` as plain data (``weights_only=True``
-loads it). Recording never fails a run: where git is missing or the code is not a git checkout,
-the record says so instead of a commit.
+loads it; cifarlab.callbacks.provenance writes both for a training run). Recording never fails a
+run: where git is missing or the code is not a git checkout, the record says so instead of a commit.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -214,29 +213,3 @@ def record_run(folder: Path, device: Any, source_dir: Path = SOURCE_DIR) -> None
         write_provenance(folder, {**record, "device": describe_device(device)}, diff)
     except Exception as err:  # anything at all: the run goes on
         log.warning("Could not record the run's provenance in %s: %s", folder, err)
-
-
-class RunProvenance(L.Callback):
-    """Records the provenance in the run folder and in every checkpoint.
-
-    The record is collected when the callback is made (in the job's own process); the device is
-    added at ``setup``, where the strategy has chosen it and, under ``ddp_spawn``/``ddp_fork``,
-    inside the worker that uses it. Global rank 0 writes ``provenance.json`` into ``folder``.
-    """
-
-    def __init__(self, folder: Path, source_dir: Path = SOURCE_DIR) -> None:
-        self.folder = Path(folder)
-        self.record, self.diff = collect(source_dir)
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.record["device"] = describe_device(trainer.strategy.root_device)
-        if trainer.is_global_zero:
-            try:
-                write_provenance(self.folder, self.record, self.diff)
-            except OSError as err:
-                log.warning("Could not write %s: %s", self.folder / PROVENANCE_FILE, err)
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint[CHECKPOINT_KEY] = dict(self.record)

@@ -1,10 +1,10 @@
 """Continuing an interrupted run: its own config from the checkpoint, and what may change on resume.
 
-``train.py ckpt_path=<run>/checkpoints/last.ckpt`` continues the run in its own directory with
-the config stored in the checkpoint (cifarlab.checkpoints.ConfigInCheckpoint); an override that
-would change the run is refused, one that only says where things are or on what hardware is taken.
-The stored config supplies values, never code: the classes it builds (``_target_``) must be ones
-this project's conf/ or the command line names (``check_targets``).
+``train.py ckpt_path=<run>/checkpoints/last.ckpt`` continues the run in its own directory with the
+config stored in the checkpoint (cifarlab.callbacks.checkpoint_state.ConfigInCheckpoint); an
+override that would change the run is refused, one that only says where things are or on what
+hardware is taken. The stored config supplies values, never code: the classes it builds
+(``_target_``) must be ones this project's conf/ or the command line names (``check_targets``).
 """
 
 from __future__ import annotations
@@ -30,22 +30,36 @@ CONF_TARGETS = frozenset(
         "lightning.pytorch.callbacks.LearningRateMonitor",
         "lightning.pytorch.callbacks.ModelCheckpoint",
         "lightning.pytorch.loggers.CSVLogger",
-        "cifarlab.analysis.ErrorAnalysis",
-        "cifarlab.callbacks.ClassFigures",
-        "cifarlab.callbacks.HParamsLogger",
-        "cifarlab.callbacks.ImageGrids",
-        "cifarlab.callbacks.early_stopping",
-        "cifarlab.callbacks.tensorboard_logger",
-        "cifarlab.console.NetSummary",
-        "cifarlab.console.ProgressBar",
-        "cifarlab.curves.EpochCurves",
+        "cifarlab.callbacks.error_analysis.ErrorAnalysis",
+        "cifarlab.callbacks.class_figures.ClassFigures",
+        "cifarlab.callbacks.hparams.HParamsLogger",
+        "cifarlab.callbacks.image_grids.ImageGrids",
+        "cifarlab.callbacks.early_stopping.early_stopping",
+        "cifarlab.loggers.tensorboard_logger",
+        "cifarlab.callbacks.console.NetSummary",
+        "cifarlab.callbacks.console.ProgressBar",
+        "cifarlab.callbacks.curves.EpochCurves",
         "cifarlab.loggers.mlflow_logger",
         "cifarlab.loggers.wandb_logger",
-        "cifarlab.pruning.trial_pruning",
+        "cifarlab.callbacks.trial_pruning.trial_pruning",
         "cifarlab.step_hooks.NoProfiler",
         "cifarlab.step_hooks.SkipIdleHooks",
     }
 )
+# the _target_s that checkpoints of earlier cifarlab versions store, whose modules lay side by side
+# in src/cifarlab/, by the name each has in this version
+EARLIER_TARGETS = {
+    "cifarlab.analysis.ErrorAnalysis": "cifarlab.callbacks.error_analysis.ErrorAnalysis",
+    "cifarlab.callbacks.ClassFigures": "cifarlab.callbacks.class_figures.ClassFigures",
+    "cifarlab.callbacks.HParamsLogger": "cifarlab.callbacks.hparams.HParamsLogger",
+    "cifarlab.callbacks.ImageGrids": "cifarlab.callbacks.image_grids.ImageGrids",
+    "cifarlab.callbacks.early_stopping": "cifarlab.callbacks.early_stopping.early_stopping",
+    "cifarlab.callbacks.tensorboard_logger": "cifarlab.loggers.tensorboard_logger",
+    "cifarlab.console.NetSummary": "cifarlab.callbacks.console.NetSummary",
+    "cifarlab.console.ProgressBar": "cifarlab.callbacks.console.ProgressBar",
+    "cifarlab.curves.EpochCurves": "cifarlab.callbacks.curves.EpochCurves",
+    "cifarlab.pruning.trial_pruning": "cifarlab.callbacks.trial_pruning.trial_pruning",
+}
 # the parts of a stored config every run reads
 RUN_KEYS = ("seed", "data", "model", "optimizer", "trainer", "paths")
 
@@ -82,6 +96,20 @@ def _given_value(cfg: DictConfig, key: str) -> Any:
     return _get(OmegaConf.to_container(parent, resolve=False), leaf)
 
 
+def _current_targets(tree: Any) -> Any:
+    """``tree`` with every ``_target_`` of ``EARLIER_TARGETS`` under the name it has now."""
+    if isinstance(tree, dict):
+        return {
+            k: EARLIER_TARGETS.get(v, v)
+            if k == "_target_" and isinstance(v, str)
+            else _current_targets(v)
+            for k, v in tree.items()
+        }
+    if isinstance(tree, list):
+        return [_current_targets(v) for v in tree]
+    return tree
+
+
 def _relocate(tree: Any, old: str, new: str) -> Any:
     """Rewrites every path in ``tree`` under ``old`` to lie under ``new`` (a moved run folder)."""
     if isinstance(tree, dict):
@@ -113,6 +141,7 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
             f"ckpt_path={path} holds no run config, so it cannot be resumed; only checkpoints "
             "written by train.py can. Evaluate it with eval.py instead."
         )
+    stored = _current_targets(stored)
     refused, setup = [], {}
     for override in OverridesParser.create().parse_overrides(list(given or [])):
         key = override.get_key_element().lstrip("+~").replace("/", ".")
@@ -146,7 +175,7 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
         for node in (resumed.get("logger") or {}).values():
             if node and "tensorboard" in str(node.get("_target_", "")).lower():
                 # events past the checkpoint (logged before the interrupt) are hidden, not
-                # doubled; matches Lightning's class and cifarlab.callbacks.tensorboard_logger
+                # doubled; matches Lightning's class and cifarlab.loggers.tensorboard_logger
                 node.purge_step = int(ckpt.get("global_step", 0))
         # plain values: what is checked below is exactly what gets built. train.py stores
         # resolved values, so an interpolation in a stored config (which could decode into a

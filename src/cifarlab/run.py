@@ -21,31 +21,28 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer, sigterm_reaches_workers
-from cifarlab.analysis import ErrorAnalysis, read_analysis, temperature_path
 from cifarlab.build import build_eval_task, build_fit_trainer, build_task
-from cifarlab.calibration import TemperatureFit
-from cifarlab.callbacks import stop_reason
+from cifarlab.calibration import temperature_path
+from cifarlab.callbacks.console import quiet_console
+from cifarlab.callbacks.divergence import divergence_message
+from cifarlab.callbacks.early_stopping import stop_reason
+from cifarlab.callbacks.error_analysis import ErrorAnalysis
+from cifarlab.callbacks.provenance import RunProvenance
+from cifarlab.callbacks.temperature import TemperatureFit
+from cifarlab.callbacks.trial_pruning import pruned_epoch
 from cifarlab.checkpoints import checkpoint_paths, load_checkpoint
-from cifarlab.console import quiet_console
-from cifarlab.divergence import divergence_message
 from cifarlab.errors import CifarlabError
 from cifarlab.files import FileWriteError, write_json
 from cifarlab.loggers import finish_runs
-from cifarlab.provenance import (
-    CHECKPOINT_KEY,
-    RunProvenance,
-    describe_commit,
-    own_folder,
-    record_run,
-)
-from cifarlab.pruning import pruned_epoch
-from cifarlab.report import (
+from cifarlab.provenance import CHECKPOINT_KEY, describe_commit, own_folder, record_run
+from cifarlab.resume import interrupted_message, resume_config
+from cifarlab.review.analysis import read_analysis
+from cifarlab.review.report import (
     per_class_from,
     plot_per_class,
     print_accuracy_table,
     print_analysis,
 )
-from cifarlab.resume import interrupted_message, resume_config
 from cifarlab.training.module import ClassifierModule
 from cifarlab.tune import check_tune, find_lr
 from cifarlab.utils import log

@@ -317,8 +317,8 @@ class RunningTrial:
 
 class Search:
     """One worker of a study: the loop of ask, launch, tell; settings as in
-    conf/hydra/sweeper/optuna.yaml (``report`` is read by the jobs themselves, cifarlab.pruning,
-    from the same config)."""
+    conf/hydra/sweeper/optuna.yaml (``report`` is read by the jobs themselves,
+    cifarlab.callbacks.trial_pruning, from the same config)."""
 
     def __init__(
         self,

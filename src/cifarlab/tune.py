@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from cifarlab.accelerators import build_trainer
 from cifarlab.errors import CifarlabError
-from cifarlab.figures import save_png
 from cifarlab.files import write_json
+from cifarlab.review.figures import save_png
 from cifarlab.utils import to_plain_dict
 
 TUNERS = ("lr_find",)

@@ -2,28 +2,20 @@
 confuses most, the test images it gets most wrong (highest loss), and how far its probabilities
 can be trusted (expected calibration error, reliability diagram, temperature scaling).
 
-``ErrorAnalysis`` is a callback that every test (train.py's and eval.py's) runs with. It collects
-the test logits in a torchmetrics ``Metric`` whose states are concatenated across DDP processes,
-so the analysis covers every test image under any strategy; only the test path does work, never
-a training step. Rank 0 writes the files into the run folder, draws into TensorBoard, and leaves
-``test_analysis.json`` for the run report (cifarlab.run), which merges it into metrics.json: the
-file also reaches the main process when ddp_spawn workers ran the test.
+The numbers come from a test's logits and labels (cifarlab.callbacks.error_analysis collects them
+under any strategy); ``write_analysis_files`` leaves the tables as CSV in the run folder and
+``test_analysis.json`` for the run report (cifarlab.run), which merges it into metrics.json.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
-from torchmetrics import Metric
 from torchmetrics.functional.classification import (
     multiclass_calibration_error,
     multiclass_confusion_matrix,
@@ -31,18 +23,9 @@ from torchmetrics.functional.classification import (
     multiclass_precision,
     multiclass_recall,
 )
-from torchmetrics.utilities import dim_zero_cat
 
-from cifarlab.data.normalization import to_pictures
-from cifarlab.errors import CifarlabError
-from cifarlab.figures import (
-    confusion_figure,
-    hardest_images_figure,
-    reliability_figure,
-    rendered,
-    save_pixels,
-)
-from cifarlab.files import write_atomic, write_json
+from cifarlab.files import write_json
+from cifarlab.review.tables import write_csv
 
 ANALYSIS_FILE = "test_analysis.json"
 CALIBRATION_BINS = 15
@@ -50,35 +33,6 @@ CONFUSED_PAIRS = 10
 # above this many classes a confusion matrix or a bar per class is unreadable: figures show the
 # MANY_CLASSES most confused classes, and the data files hold them all
 MANY_CLASSES = 20
-
-
-class EvalOutputs(Metric):
-    """Every test logit and label, and per batch the ``num_hardest`` highest-loss images (the
-    overall hardest are among them), kept on the device until the test ends."""
-
-    full_state_update = False
-
-    def __init__(self, num_hardest: int = 16) -> None:
-        super().__init__()
-        self.num_hardest = num_hardest
-        for name in ("logits", "targets", "hard_images", "hard_logits", "hard_targets"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
-
-    def update(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        logits = logits.detach().float()
-        self.logits.append(logits)
-        self.targets.append(targets)
-        losses = F.cross_entropy(logits, targets, reduction="none")
-        hard = losses.topk(min(self.num_hardest, len(losses))).indices
-        self.hard_images.append(images[hard].detach().clone())
-        self.hard_logits.append(logits[hard])
-        self.hard_targets.append(targets[hard])
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        return {
-            name: dim_zero_cat(getattr(self, name))
-            for name in ("logits", "targets", "hard_images", "hard_logits", "hard_targets")
-        }
 
 
 @dataclass
@@ -228,16 +182,6 @@ def analyse(
     return analysis, matrix, outputs["hard_images"].cpu()[order]
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-
-    write_atomic(path, write)
-
-
 def _cell(value: Any) -> Any:
     return "" if value is None else round(value, 6) if isinstance(value, float) else value
 
@@ -248,92 +192,29 @@ def write_analysis_files(
     """The tables as CSV (the full confusion matrix among them) next to metrics.json."""
     scores = analysis["test/per_class"]
     columns = ["class", "support", "precision", "recall", "f1"]
-    _write_csv(
+    write_csv(
         output_dir / "test_per_class.csv",
         columns,
         [[_cell(row[c]) for c in columns] for row in scores],
     )
     columns = ["true", "predicted", "count", "share"]
-    _write_csv(
+    write_csv(
         output_dir / "test_confused_pairs.csv",
         columns,
         [[_cell(row[c]) for c in columns] for row in analysis["test/confused_pairs"]],
     )
-    _write_csv(
+    write_csv(
         output_dir / "test_confusion_matrix.csv",
         ["true \\ predicted", *class_names],
         [[name, *row] for name, row in zip(class_names, matrix.tolist(), strict=True)],
     )
     columns = ["true", "predicted", "probability", "probability_true", "loss"]
-    _write_csv(
+    write_csv(
         output_dir / "test_hardest.csv",
         columns,
         [[_cell(row[c]) for c in columns] for row in analysis["test/hardest"]],
     )
     write_json(output_dir / ANALYSIS_FILE, analysis)
-
-
-def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
-    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-
-
-class ErrorAnalysis(L.Callback):
-    """Analyses every test this trainer runs (see the module docstring) and writes the results
-    into ``output_dir``. With ``temperature_path`` (eval.py calibrate=true) it also scores the
-    logits divided by the temperature stored there."""
-
-    def __init__(
-        self, output_dir: str | Path, num_hardest: int = 16, temperature_path: Path | None = None
-    ) -> None:
-        self.output_dir = Path(output_dir)
-        self.num_hardest = num_hardest
-        self.temperature_path = temperature_path
-        self._outputs: EvalOutputs | None = None
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._outputs = EvalOutputs(self.num_hardest).to(pl_module.device)
-
-    def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
-    ) -> None:
-        if isinstance(outputs, torch.Tensor) and self._outputs is not None:
-            self._outputs.update(batch[0], outputs, batch[1])
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._outputs is None or not self._outputs.logits:
-            return
-        collected = self._outputs.compute()  # every rank: the states are gathered across DDP
-        self._outputs = None
-        if not trainer.is_global_zero:
-            return
-        names = list(pl_module.class_names)
-        temperature = read_temperature(self.temperature_path) if self.temperature_path else None
-        analysis, matrix, images = analyse(collected, names, self.num_hardest, temperature)
-        data = pl_module.hparams.get("data") or {}  # a bare module may have no data settings
-        pictures = to_pictures(images, data.get("normalize", "cifar10"))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_analysis_files(self.output_dir, analysis, matrix, names)
-        figures = {
-            "test/reliability_diagram": reliability_figure(
-                analysis["test/reliability"], f"test reliability (ECE {analysis['test/ece']:.3f})"
-            ),
-            "test/hardest_images": hardest_images_figure(pictures, analysis["test/hardest"]),
-        }
-        if len(names) > MANY_CLASSES:  # the whole matrix is in test_confusion_matrix.csv
-            figures["test/confusion_matrix_most_confused"] = confusion_figure(
-                *most_confused_block(matrix, names, MANY_CLASSES),
-                f"test: the {MANY_CLASSES} most confused classes",
-            )
-        logger = _tensorboard(trainer)
-        for tag, fig in figures.items():
-            pixels = rendered(fig)
-            save_pixels(pixels, self.output_dir / f"{tag.replace('/', '_')}.png")
-            if logger is not None:
-                logger.experiment.add_image(tag, pixels, trainer.global_step, dataformats="HWC")
-        if logger is not None:
-            for key in ("test/ece", "test/nll", "test/f1_macro"):
-                if analysis[key] is not None:
-                    logger.experiment.add_scalar(key, analysis[key], trainer.global_step)
 
 
 def most_confused_block(
@@ -352,30 +233,3 @@ def read_analysis(output_dir: Path) -> dict[str, Any]:
     """What ErrorAnalysis left in ``output_dir``; empty when the test ran without it."""
     path = output_dir / ANALYSIS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def temperature_path(ckpt_path: str | Path) -> Path:
-    """Where a checkpoint's fitted temperature lives: beside it, never inside it."""
-    return Path(f"{ckpt_path}.temperature.json")
-
-
-def read_temperature(path: Path) -> float | None:
-    """The temperature stored at ``path``; None when there is none. A damaged file is refused
-    with what to do, not silently ignored."""
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text())["temperature"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise CifarlabError(
-            f"{path} holds no temperature ({err}). Delete it, or fit it again with "
-            "eval.py ckpt_path=<checkpoint> calibrate=true."
-        ) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise CifarlabError(
-            f"{path}: temperature={value!r} must be a number > 0. Delete the file, or fit it "
-            "again with eval.py ckpt_path=<checkpoint> calibrate=true."
-        )
-    if not math.isfinite(value):
-        raise CifarlabError(f"{path}: temperature={value!r} is not finite. Delete the file.")
-    return float(value)

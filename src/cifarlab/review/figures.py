@@ -2,8 +2,8 @@
 
 Each ``*_figure`` function returns a matplotlib Figure: the TensorBoard callbacks
 (cifarlab.callbacks) pass it to ``add_figure``, and ``save_png`` writes it into the run directory
-(cifarlab.report, cifarlab.curves, cifarlab.tune). matplotlib is imported on first use with the
-Agg backend, so no display is needed and importing this module stays cheap.
+(cifarlab.review.report, cifarlab.callbacks.curves, cifarlab.tune). matplotlib is imported on first
+use with the Agg backend, so no display is needed and importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -158,8 +158,8 @@ def image_grid_figure(
 
 
 def curves_figure(history: Mapping[int, Mapping[str, float]], title: str) -> Figure:
-    """Loss and accuracy per epoch (rows of cifarlab.curves' history), train and validation on
-    the same axes."""
+    """Loss and accuracy per epoch (rows of cifarlab.callbacks.curves' history), train and
+    validation on the same axes."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()

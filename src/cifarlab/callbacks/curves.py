@@ -9,14 +9,13 @@ diverged run keeps the curves of the epochs it finished, and a resumed run carri
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
 import lightning as L
 
-from cifarlab.figures import curves_figure, save_png
-from cifarlab.files import write_atomic
+from cifarlab.review.figures import curves_figure, save_png
+from cifarlab.review.tables import write_csv
 
 COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr")
 HISTORY = "history.csv"
@@ -75,15 +74,11 @@ class EpochCurves(L.Callback):
 
     def _write(self, pl_module: L.LightningModule) -> None:
         assert self._history is not None
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for epoch in sorted(self._history):
-            row = self._history[epoch]
-            writer.writerow(
-                [epoch, *("" if math.isnan(row[k]) else f"{row[k]:.6g}" for k in COLUMNS[1:])]
-            )
-        write_atomic(self.dirpath / HISTORY, lambda tmp: tmp.write_text(buffer.getvalue()))
+        rows = [
+            [epoch, *("" if math.isnan(row[k]) else f"{row[k]:.6g}" for k in COLUMNS[1:])]
+            for epoch, row in sorted(self._history.items())
+        ]
+        write_csv(self.dirpath / HISTORY, COLUMNS, rows)
         name = getattr(pl_module, "hparams", {}).get("model", {}).get("name", "model")
         save_png(curves_figure(self._history, f"{name}: per-epoch curves"), self.dirpath / CURVES)
 

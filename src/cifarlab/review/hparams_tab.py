@@ -1,10 +1,10 @@
 """TensorBoard's HParams tab: the columns a run shows there and the summaries that write them.
 
-``cifarlab.callbacks.HParamsLogger`` writes these summaries once per run. The metric values are the
-run's own logged scalars (``val/acc_best``, ``test/acc``), so no placeholder value is written.
-Every column has one fixed type (lr always a float, classes always a string, ...), so the columns
-of a sweep's runs line up; the columns a sweep varies are marked as differing, which TensorBoard
-shows first and by default.
+``cifarlab.callbacks.hparams.HParamsLogger`` writes these summaries once per run. The metric values
+are the run's own logged scalars (``val/acc_best``, ``test/acc``), so no placeholder value is
+written. Every column has one fixed type (lr always a float, classes always a string, ...), so the
+columns of a sweep's runs line up; the columns a sweep varies are marked as differing, which
+TensorBoard shows first and by default.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cifarlab.divergence import DivergenceGuard
+from cifarlab.callbacks.divergence import DivergenceGuard
 
 # messages that come from how Lightning 2.6 and torch 2.15 talk to each other or advertise, not
 # from anything a cifarlab user can change

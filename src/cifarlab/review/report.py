@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cifarlab.analysis import MANY_CLASSES
-from cifarlab.figures import per_class_figure, save_png
+from cifarlab.review.analysis import MANY_CLASSES
+from cifarlab.review.figures import per_class_figure, save_png
 
 
 def per_class_from(
@@ -65,8 +65,8 @@ def plot_per_class(path: Path, title: str, per_class: Mapping[str, float | None]
 
 
 def print_analysis(metrics: Mapping[str, Any], pairs: int = 5) -> None:
-    """The short console form of the error analysis (cifarlab.analysis): calibration, macro F1
-    and the most confused pairs; the full tables are in metrics.json and the CSV files."""
+    """The short console form of the error analysis (cifarlab.review.analysis): calibration, macro
+    F1 and the most confused pairs; the full tables are in metrics.json and the CSV files."""
     if "test/ece" not in metrics:
         return
     console = Console()

@@ -1,0 +1,51 @@
+"""Fitting a checkpoint's temperature on the validation split (``eval.py calibrate=true``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from cifarlab.calibration import fit_temperature
+from cifarlab.callbacks.error_analysis import EvalOutputs
+from cifarlab.files import write_json
+from cifarlab.review.analysis import Calibration
+
+
+class TemperatureFit(L.Callback):
+    """Collects the validation logits of ``trainer.validate`` (gathered across DDP processes),
+    fits the temperature and, on rank 0, writes it with its validation scores to ``path``."""
+
+    def __init__(self, path: Path, ckpt_path: str) -> None:
+        self.path = path
+        self.ckpt_path = ckpt_path
+        self._outputs: EvalOutputs | None = None
+        self.record: dict[str, Any] | None = None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._outputs = EvalOutputs(num_hardest=0).to(pl_module.device)
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
+    ) -> None:
+        if isinstance(outputs, torch.Tensor) and self._outputs is not None:
+            self._outputs.update(batch[0], outputs, batch[1])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._outputs is None or not self._outputs.logits:
+            return
+        collected = self._outputs.compute()
+        self._outputs = None
+        logits, targets = collected["logits"].cpu(), collected["targets"].cpu()
+        temperature = fit_temperature(logits, targets)
+        self.record = {
+            "temperature": temperature,
+            "fitted_on": f"validation split, {len(targets)} images",
+            "checkpoint": str(self.ckpt_path),
+            "val_before": vars(Calibration.of(logits, targets)),
+            "val_after": vars(Calibration.of(logits / temperature, targets)),
+        }
+        if trainer.is_global_zero:
+            write_json(self.path, self.record)

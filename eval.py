@@ -7,9 +7,9 @@ other ``data.*`` keys of conf/eval.yaml override them.
 import hydra
 from omegaconf import DictConfig
 
-import cifarlab.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
-from cifarlab.run import evaluate
-from cifarlab.utils import run_entry
+import cifarlab.run.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
+from cifarlab.run.entry import run_entry
+from cifarlab.run.jobs import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -8,10 +8,10 @@ conf/export.yaml has the options.
 import hydra
 from omegaconf import DictConfig
 
-import cifarlab.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
+import cifarlab.run.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
 from cifarlab.export import export
-from cifarlab.provenance import record_run
-from cifarlab.utils import run_entry
+from cifarlab.run.entry import run_entry
+from cifarlab.run.provenance import record_run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")

@@ -6,9 +6,9 @@ Configs live in conf/ (train.yaml is the entry); ``python train.py --help`` list
 import hydra
 from omegaconf import DictConfig
 
-import cifarlab.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
-from cifarlab.checks import check_model, check_optimizer
-from cifarlab.utils import run_entry
+import cifarlab.run.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
+from cifarlab.run.checks import check_model, check_optimizer
+from cifarlab.run.entry import run_entry
 
 
 def train(cfg: DictConfig) -> dict:
@@ -16,7 +16,7 @@ def train(cfg: DictConfig) -> dict:
     torchmetrics and torchvision are imported only when training starts."""
     check_model(cfg.model)
     check_optimizer(cfg.optimizer)
-    from cifarlab.run import train as run_train
+    from cifarlab.run.jobs import train as run_train
 
     return run_train(cfg)
 

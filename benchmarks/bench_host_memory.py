@@ -21,7 +21,7 @@ STEP_SCRIPT = """
 import json, resource, sys, time
 import torch
 from cifarlab.models.fastnet import FastNet
-from cifarlab.host_memory import keep_freed_memory
+from cifarlab.run.host_memory import keep_freed_memory
 from cifarlab.training.optimizers import build_optimizer
 
 width, batch, steps, keep = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

@@ -118,15 +118,15 @@ def time_phases(out: Path, train_args: list[str]) -> None:
     """Runs train.py in this process with its phases timed; writes them to ``out`` as JSON."""
     start = time.perf_counter()
     TIMER.enter("imports (hydra, cifarlab, Lightning, torch, torchmetrics, ...)")
-    import hydra  # noqa: F401  (train.py's own imports, then what cifarlab.run brings)
+    import hydra  # noqa: F401  (train.py's own imports, then what cifarlab.run.jobs brings)
     import lightning as L
     from torch.utils.tensorboard.writer import SummaryWriter
 
-    import cifarlab.checks  # noqa: F401
-    from cifarlab import run
+    import cifarlab.run.checks  # noqa: F401
     from cifarlab.callbacks import class_figures, console, curves, image_grids
     from cifarlab.data import datamodule
     from cifarlab.review import report
+    from cifarlab.run import jobs
 
     TIMER.exit()
     for owner, name in [
@@ -140,14 +140,14 @@ def time_phases(out: Path, train_args: list[str]) -> None:
         (SummaryWriter, "add_figure"),
     ]:
         TIMER.wrap(owner, name, FIGURES)
-    TIMER.wrap(run, "train", "building the run (seeding, modules, trainer, callbacks, logger)")
+    TIMER.wrap(jobs, "train", "building the run (seeding, modules, trainer, callbacks, logger)")
     for method in ("__init__", "prepare_data", "setup"):
         TIMER.wrap(datamodule.CIFAR10DataModule, method, "data (cache load, splits)")
     TIMER.wrap(console.NetSummary, "on_fit_start", "model summary (layers, FLOPs)")
     TIMER.wrap(L.Trainer, "fit", "Lightning around them (setup, epoch ends, logging)")
     TIMER.wrap(L.Trainer, "test", "Lightning around them (setup, epoch ends, logging)")
     TIMER.wrap(L.Trainer, "save_checkpoint", "checkpoints")
-    TIMER.wrap(run, "report_results", "report (per-class table, metrics.json)")
+    TIMER.wrap(jobs, "report_results", "report (per-class table, metrics.json)")
     sys.argv = [str(REPO / "train.py"), *train_args]
     TIMER.enter("Hydra (composition, run folder, logging) and train.py's checks")
     try:
@@ -263,7 +263,7 @@ def main() -> None:
     for phase, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):
         print(f"| {phase} | {seconds:.2f} | {seconds / wall:.0%} |")
 
-    ours = import_seconds("import hydra, cifarlab.checks, cifarlab.run", env)
+    ours = import_seconds("import hydra, cifarlab.run.checks, cifarlab.run.jobs", env)
     theirs = import_seconds("import torch, cifarlab.models.lenet", env)
     print("\nimports by package (`python -X importtime`, seconds)\n")
     print("| package | cifarlab's run | plain script |\n| --- | --- | --- |")

@@ -8,7 +8,7 @@
    loading the cache, as a later run does;
 2. the input pipeline: batches per second of the data module (augmentation on) against
    torchvision's per-image path (``CIFAR10`` + transforms + ``DataLoader``) at the same batch size;
-3. Lightning's overhead: training time per epoch through ``cifarlab.run.train`` (Hydra config,
+3. Lightning's overhead: training time per epoch through ``cifarlab.run.jobs.train`` (Hydra config,
    Lightning Trainer, callbacks, logger) against the raw PyTorch loop below, same model class,
    batch size, data tensors, optimizer and schedule, alternating in one process;
 4. end to end: ``train.py model=lenet trainer.max_epochs=2`` in a fresh process, from process start
@@ -37,7 +37,7 @@ from torchvision_baseline import torchvision_cifar10
 
 from cifarlab.data import CIFAR10DataModule, cache_path, load_split
 from cifarlab.models.lenet import LeNet
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZE = 128

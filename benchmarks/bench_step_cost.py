@@ -1,5 +1,5 @@
-"""The framework's cost per training step: ``cifarlab.run.train`` with the default config against
-the raw PyTorch loop, on a network whose compute is negligible, side by side in one process.
+"""The framework's cost per training step: ``cifarlab.run.jobs.train`` with the default config
+against the raw PyTorch loop, on a network whose compute is negligible, side by side in one process.
 
     python benchmarks/bench_step_cost.py --root /path/to/cifar10-jpg [--repeats 5] [--profile]
 
@@ -22,7 +22,7 @@ An epoch's clock runs from its start to the end of its last training step (valid
 training step). The sides take turns (in a rotating order), so all see the same load; the table
 gives the median and range over the repeats of microseconds per step, wall-clock and the process's
 CPU time, and of the paired differences. On CPUs the process first gets the malloc setting that
-cifarlab applies to CPU runs (cifarlab.host_memory), so that no side runs without it.
+cifarlab applies to CPU runs (cifarlab.run.host_memory), so that no side runs without it.
 
 ``--profile`` adds one more cifarlab run under cProfile, recorded over the timed epochs only, and
 prints where the time of a step goes: by package (own time) and the functions with the most own
@@ -52,9 +52,9 @@ from omegaconf import DictConfig
 from raw_loop import raw_epochs
 
 from cifarlab.data import CIFAR10DataModule, ImageSet
-from cifarlab.host_memory import keep_freed_memory
 from cifarlab.models.fc512 import FC512
-from cifarlab.run import train
+from cifarlab.run.host_memory import keep_freed_memory
+from cifarlab.run.jobs import train
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZE = 128

@@ -19,7 +19,7 @@ by its time limit keeps what it measured:
    is missing (``--without-pytest`` does so anyway);
 2. ``experiment=fastnet`` timed as airbench94_muon times itself (benchmarks/time_fastnet.py:
    bf16-mixed, compiled, 8 epochs, a warm-up run then ``--fastnet-runs`` timed ones);
-3. training time per epoch of LeNet and BN-CNN (width 32 and 64) through ``cifarlab.run.train``
+3. training time per epoch of LeNet and BN-CNN (width 32 and 64) through ``cifarlab.run.jobs.train``
    against a raw PyTorch loop over the same device tensors, same model class, batch, optimizer
    and schedule (target: ratio <= 1.15); in the same runs, host synchronizations per training step
    (target 0 but the divergence check), the device memory of the training data and the peak of
@@ -63,7 +63,7 @@ from time_fastnet import EPOCHS, SMOKE, time_runs, timed_config  # noqa: E402
 
 from cifarlab.data import CIFAR10DataModule  # noqa: E402
 from cifarlab.models import build_model  # noqa: E402
-from cifarlab.run import train  # noqa: E402
+from cifarlab.run.jobs import train  # noqa: E402
 
 MODELS = (("lenet", 6), ("bn_cnn", 32), ("bn_cnn", 64))
 BUDGET_S = 420.0  # the documented call runs under timeout_s=600: setup and the last part fit

@@ -49,8 +49,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from timing_callbacks import AirbenchClock  # noqa: E402
 
-from cifarlab.build import build_fit_trainer, build_task  # noqa: E402
 from cifarlab.models import build_from_config  # noqa: E402
+from cifarlab.run.build import build_fit_trainer, build_task  # noqa: E402
 from cifarlab.utils import to_plain_dict  # noqa: E402
 
 CONF = HERE.parent / "conf"

@@ -157,7 +157,7 @@ def sweep_overrides(root: Path, tmp_path: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def trained_lenet(folder_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """metrics.json of a 2-epoch LeNet run on the tiny folder data (predict.py, export.py)."""
-    from cifarlab.run import train
+    from cifarlab.run.jobs import train
 
     output_dir = tmp_path_factory.mktemp("trained_lenet")
     return train(

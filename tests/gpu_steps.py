@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EPOCHS = 2

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cifarlab.errors import CifarlabError
-from cifarlab.utils import run_entry
+from cifarlab.run.entry import run_entry
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -18,15 +18,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from cifarlab import accelerators
-from cifarlab.accelerators import (
-    build_trainer,
-    check_trainer_config,
-    relaunches_script,
-    requested_gpus,
-)
 from cifarlab.errors import CifarlabError
-from cifarlab.run import evaluate, train
+from cifarlab.run import hardware
+from cifarlab.run.hardware import check_trainer_config, requested_gpus
+from cifarlab.run.jobs import evaluate, train
+from cifarlab.run.trainer import build_trainer, relaunches_script
 from cifarlab.training.module import ClassifierModule
 from cifarlab.utils import to_plain_dict
 
@@ -226,7 +222,7 @@ def test_gpu_presets_turn_on_tf32_and_cudnn_autotuning_each_overridable() -> Non
 def test_fork_strategy_on_a_platform_without_fork_points_to_spawn(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(accelerators.mp, "get_all_start_methods", lambda: ["spawn"])
+    monkeypatch.setattr(hardware.mp, "get_all_start_methods", lambda: ["spawn"])
     with pytest.raises(CifarlabError, match="ddp_fork.*'fork'.*trainer.strategy=ddp_spawn"):
         check_trainer_config(trainer_cfg("trainer=ddp_cpu"))
 

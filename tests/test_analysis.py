@@ -15,7 +15,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.predict import predict
 from cifarlab.review.analysis import analyse, most_confused_block
 from cifarlab.review.report import print_accuracy_table
-from cifarlab.run import evaluate
+from cifarlab.run.jobs import evaluate
 
 from .conftest import FOLDER_CLASSES, compose_config
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
 
-from cifarlab.build import build_fit_trainer
+from cifarlab.run.build import build_fit_trainer
 
 from .conftest import ROOT
 

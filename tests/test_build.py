@@ -1,4 +1,5 @@
-"""cifarlab.build: what a run is built from its config; without validation nothing asks for it."""
+"""cifarlab.run.build: what a run is built from its config; without validation nothing asks for
+it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint, model_checkpoint
 from lightning.pytorch.utilities.rank_zero import WarningCache
 
-from cifarlab.build import build_callbacks
-from cifarlab.run import train
+from cifarlab.run.build import build_callbacks
+from cifarlab.run.jobs import train
 from cifarlab.sweep import job_row
 
 from .conftest import compose_config

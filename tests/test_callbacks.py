@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from cifarlab.callbacks import class_figures
 from cifarlab.callbacks.class_figures import ClassFigures
 from cifarlab.callbacks.hparams import HParamsLogger
-from cifarlab.loggers import tensorboard_logger
-from cifarlab.resume import EARLIER_TARGETS
-from cifarlab.run import train
+from cifarlab.run.jobs import train
+from cifarlab.run.loggers import tensorboard_logger
+from cifarlab.run.resume import EARLIER_TARGETS
 
 from .conftest import FOLDER_CLASSES, compose_config, quick_overrides
 from .test_figures import PREDICTIONS, TARGETS, hand_counts

@@ -1,4 +1,4 @@
-"""cifarlab.checkpoints: atomic writes, checkpoints that would run code are refused unrun, and
+"""cifarlab.run.checkpoints: atomic writes, checkpoints that would run code are refused unrun, and
 files that are not this version's checkpoints are named for what they are."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from cifarlab.errors import CifarlabError
 from cifarlab.export import export
 from cifarlab.predict import predict
-from cifarlab.run import evaluate, train
+from cifarlab.run.jobs import evaluate, train
 from cifarlab.training.module import ClassifierModule
 
 from .conftest import compose_config, run_script

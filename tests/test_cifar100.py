@@ -17,7 +17,7 @@ from cifarlab.data.cifar import CIFAR100_COARSE, CIFAR100_FINE
 from cifarlab.errors import CifarlabError
 from cifarlab.export import export
 from cifarlab.predict import predict
-from cifarlab.run import evaluate, train
+from cifarlab.run.jobs import evaluate, train
 
 from .conftest import compose_config, make_cifar100
 

@@ -8,9 +8,9 @@ import lightning as L
 import pytest
 import torch
 
-from cifarlab.accelerators import build_trainer
-from cifarlab.build import instantiate_all
 from cifarlab.models import MODELS
+from cifarlab.run.build import instantiate_all
+from cifarlab.run.trainer import build_trainer
 from cifarlab.training.module import ClassifierModule
 from cifarlab.training.optimizers import EARLY_EPOCHS
 from cifarlab.utils import to_plain_dict
@@ -224,8 +224,8 @@ def test_eval_config_defaults_to_the_checkpoint(
     conf/eval.yaml is null); a key that is set replaces that one only."""
     import torch
 
-    from cifarlab import build
-    from cifarlab.run import evaluate
+    from cifarlab.run import build
+    from cifarlab.run.jobs import evaluate
 
     made: list[dict] = []
     real = build.CIFAR10DataModule

@@ -17,7 +17,7 @@ from cifarlab.callbacks import console
 from cifarlab.callbacks.console import ProgressBar, net_summary
 from cifarlab.callbacks.divergence import DivergenceGuard
 from cifarlab.models.lenet import LeNet
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 
 from .conftest import compose_config, quick_overrides
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from cifarlab.callbacks.curves import read_history
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 
 from .conftest import compose_config, quick_overrides
 

@@ -58,7 +58,7 @@ def test_class_mixed_order_spreads_unequal_classes_evenly() -> None:
 def test_a_class_without_images_in_the_evaluated_part_is_reported_as_none(
     folder_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from cifarlab.run import train
+    from cifarlab.run.jobs import train
     from cifarlab.sweep import job_row
 
     overrides = [
@@ -202,7 +202,7 @@ def test_augmented_run_end_to_end(
 ) -> None:
     """A default-suite run (seconds) with every augmentation option set, which reach the training
     batches: each epoch's draws are recorded on their way into ``TensorBatches``."""
-    from cifarlab.run import train
+    from cifarlab.run.jobs import train
 
     recorded: list[tuple[Augment, torch.Tensor]] = []
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cifarlab.callbacks.divergence import DIVERGED_KEYS, DivergenceGuard
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 from cifarlab.training.module import ClassifierModule
 
 from .test_run import train_cfg

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cifarlab.errors import CifarlabError
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 from cifarlab.sweep import write_summary
 
 from .conftest import compose_config, quick_overrides

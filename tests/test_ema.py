@@ -9,9 +9,9 @@ import lightning as L
 import pytest
 import torch
 
-from cifarlab import build
 from cifarlab.internals import averaged_module, averaged_updates
-from cifarlab.run import train
+from cifarlab.run import build
+from cifarlab.run.jobs import train
 from cifarlab.training.ema import WeightEMA
 
 from .conftest import compose_config, quick_overrides

@@ -46,7 +46,7 @@ def test_a_width_the_model_cannot_take_is_reported_without_heavy_imports(tmp_pat
 
 
 def test_the_light_model_names_are_the_registry() -> None:
-    from cifarlab.checks import MODEL_NAMES
     from cifarlab.models import MODELS
+    from cifarlab.run.checks import MODEL_NAMES
 
     assert sorted(MODEL_NAMES) == sorted(MODELS)

@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-from cifarlab import accelerators
 from cifarlab.errors import CifarlabError
+from cifarlab.run import trainer
 
 from .conftest import compose_config
 
 # allocates, touches and frees 64 MiB three times; prints the minor page faults of the last two
 FAULTS_SCRIPT = """
 import ctypes, resource, sys
-from cifarlab.host_memory import keep_freed_memory
+from cifarlab.run.host_memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 libc = ctypes.CDLL("libc.so.6")
@@ -56,13 +56,11 @@ def test_cpu_training_keeps_freed_memory_unless_turned_off(
     monkeypatch: pytest.MonkeyPatch, setting: str, applied: bool
 ) -> None:
     calls: list[bool] = []
-    monkeypatch.setattr(accelerators, "keep_freed_memory", lambda: calls.append(True))
-    accelerators.build_trainer(
-        trainer_config(f"trainer.keep_freed_host_memory={setting}"), logger=False
-    )
+    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append(True))
+    trainer.build_trainer(trainer_config(f"trainer.keep_freed_host_memory={setting}"), logger=False)
     assert bool(calls) is applied
 
 
 def test_bad_keep_freed_host_memory_value_is_refused() -> None:
     with pytest.raises(CifarlabError, match=r"keep_freed_host_memory='sometimes' .* auto"):
-        accelerators.build_trainer(trainer_config("trainer.keep_freed_host_memory=sometimes"))
+        trainer.build_trainer(trainer_config("trainer.keep_freed_host_memory=sometimes"))

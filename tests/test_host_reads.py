@@ -38,9 +38,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cifarlab import run
 from cifarlab.callbacks.curves import HISTORY, read_history
 from cifarlab.callbacks.divergence import DivergenceGuard
+from cifarlab.run import jobs
 
 from .conftest import compose_config
 
@@ -177,15 +177,15 @@ def test_training_steps_between_divergence_checks_read_nothing_from_the_device(
         ],
     )
     reads = HostReads()
-    build_fit_trainer = run.build_fit_trainer
+    build_fit_trainer = jobs.build_fit_trainer
 
     def watched_trainer(config: Any) -> L.Trainer:
         reads.trainer = build_fit_trainer(config)
         return reads.trainer
 
-    monkeypatch.setattr(run, "build_fit_trainer", watched_trainer)
+    monkeypatch.setattr(jobs, "build_fit_trainer", watched_trainer)
     with CountOps(reads), CountHostCopies(reads):
-        metrics = run.train(cfg)
+        metrics = jobs.train(cfg)
 
     assert metrics["epochs"] == epochs
     checks = {

@@ -14,7 +14,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.export import export
 from cifarlab.models import MODELS, build_model
 from cifarlab.predict import load_image, predict
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 
 from .conftest import FOLDER_CLASSES, class_images, compose_config, quick_overrides
 

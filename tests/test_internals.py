@@ -74,7 +74,7 @@ def test_the_averaged_module_is_the_live_average_weight_averaging_updates() -> N
 
 
 def test_lightning_calls_no_callback_hook_that_is_not_callable(tmp_path: Path) -> None:
-    """What cifarlab.step_hooks relies on: a hook set to None on a callback is skipped."""
+    """What cifarlab.run.step_hooks relies on: a hook set to None on a callback is skipped."""
 
     class Steps(L.Callback):
         def __init__(self) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab import loggers
 from cifarlab.errors import CifarlabError
-from cifarlab.run import train
+from cifarlab.run import loggers
+from cifarlab.run.jobs import train
 
 from .conftest import compose_config, quick_overrides
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cifarlab.errors import CifarlabError
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 
 from .conftest import compose_config, quick_overrides
 

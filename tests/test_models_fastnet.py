@@ -12,7 +12,7 @@ from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 from cifarlab.models.fastnet import FastNet, whitening_filters
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 from cifarlab.training.module import ClassifierModule
 from cifarlab.training.optimizers import EARLY_EPOCHS
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from cifarlab.checks import check_optimizer
 from cifarlab.errors import CifarlabError
 from cifarlab.models.fastnet import FastNet
-from cifarlab.run import train
+from cifarlab.run.checks import check_optimizer
+from cifarlab.run.jobs import train
 from cifarlab.training.muon import MuonSGD, orthogonalize
 from cifarlab.training.optimizers import param_groups
 

@@ -1,4 +1,4 @@
-"""cifarlab.provenance: every run folder and checkpoint says what produced it."""
+"""cifarlab.run.provenance: every run folder and checkpoint says what produced it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import lightning as L
 import pytest
 import torch
 
-from cifarlab.provenance import (
+from cifarlab.run.jobs import evaluate
+from cifarlab.run.provenance import (
     CHECKPOINT_KEY,
     DIFF_FILE,
     PROVENANCE_FILE,
@@ -21,7 +22,6 @@ from cifarlab.provenance import (
     git_state,
     write_provenance,
 )
-from cifarlab.run import evaluate
 
 from .conftest import compose_config
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab.accelerators import build_trainer
-from cifarlab.build import build_task
+from cifarlab.run.build import build_task
+from cifarlab.run.trainer import build_trainer
 
 from .conftest import CONF_DIR, compose_config
 

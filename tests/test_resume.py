@@ -1,5 +1,5 @@
-"""cifarlab.resume and the interrupts it continues: an interrupted run resumes to the same result,
-also on another machine or with the same command; what may change on resume; last.ckpt every
+"""cifarlab.run.resume and the interrupts it continues: an interrupted run resumes to the same
+result, also on another machine or with the same command; what may change on resume; last.ckpt every
 epoch."""
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifarlab import loggers
-from cifarlab.checkpoints import CONFIG_KEY, AtomicCheckpointIO
 from cifarlab.errors import CifarlabError
-from cifarlab.resume import CONF_TARGETS, EARLIER_TARGETS, resume_config
-from cifarlab.run import train
+from cifarlab.run import loggers
+from cifarlab.run.checkpoints import CONFIG_KEY, AtomicCheckpointIO
+from cifarlab.run.jobs import train
+from cifarlab.run.resume import CONF_TARGETS, EARLIER_TARGETS, resume_config
 from cifarlab.training.module import ClassifierModule
 
 from .conftest import CONF_DIR, ROOT, compose_config, quick_overrides, run_script

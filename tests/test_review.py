@@ -20,8 +20,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cifarlab.errors import CifarlabError
+from cifarlab.run.entry import run_entry
 from cifarlab.sweep import SweepCallback, collect, job_name, write_summary
-from cifarlab.utils import run_entry
 
 from .conftest import CONF_DIR, FOLDER_CLASSES, quick_overrides
 

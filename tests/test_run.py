@@ -12,9 +12,10 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from cifarlab import run
 from cifarlab.errors import CifarlabError
-from cifarlab.run import evaluate, report_results, train
+from cifarlab.run import records
+from cifarlab.run.jobs import evaluate, train
+from cifarlab.run.records import report_results
 
 from .conftest import compose_config, quick_overrides
 
@@ -75,7 +76,7 @@ def test_only_rank_zero_writes_and_prints_but_every_rank_returns_the_metrics(
         return call
 
     for name in ("print_accuracy_table", "plot_per_class", "write_json"):
-        monkeypatch.setattr(run, name, recorded(name, getattr(run, name)))
+        monkeypatch.setattr(records, name, recorded(name, getattr(records, name)))
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,

@@ -1,4 +1,4 @@
-"""cifarlab.run_folders: every process gets a folder of its own, and a folder that holds another
+"""cifarlab.run.run_folders: every process gets a folder of its own, and a folder that holds another
 run is refused before anything is written into it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cifarlab.errors import CifarlabError
-from cifarlab.run_folders import check_run_folder, check_sweep_folder
+from cifarlab.run.run_folders import check_run_folder, check_sweep_folder
 
 from .conftest import ROOT, run_script
 from .test_review import compose_with_hydra

@@ -1,4 +1,4 @@
-"""cifarlab.step_hooks: Lightning calls only the per-batch hooks a callback overrides, and a run
+"""cifarlab.run.step_hooks: Lightning calls only the per-batch hooks a callback overrides, and a run
 without a profiler builds no profiler context per hook."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.profilers import SimpleProfiler
 
-from cifarlab.accelerators import build_trainer
 from cifarlab.callbacks.divergence import DivergenceGuard
 from cifarlab.internals import switch_off_inherited_hooks, switch_on_hooks
-from cifarlab.step_hooks import BATCH_HOOKS, NoProfiler, SkipIdleHooks
+from cifarlab.run.step_hooks import BATCH_HOOKS, NoProfiler, SkipIdleHooks
+from cifarlab.run.trainer import build_trainer
 
 from .conftest import compose_config
 

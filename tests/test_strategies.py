@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cifarlab.run import record_interrupt, train
+from cifarlab.run.jobs import train
+from cifarlab.run.records import record_interrupt
 from cifarlab.training.module import ClassifierModule
 
 from .conftest import ROOT, compose_config, quick_overrides, run_script

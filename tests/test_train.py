@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarlab.run import evaluate, train
+from cifarlab.run.jobs import evaluate, train
 
 from .conftest import compose_config, quick_overrides, run_script, sweep_overrides
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.run import train
+from cifarlab.run.jobs import train
 from cifarlab.training.tta import tta_logits
 
 from .conftest import compose_config, quick_overrides

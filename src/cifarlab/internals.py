@@ -10,7 +10,7 @@ so a library update that changes it fails there, by name, instead of somewhere d
 - Lightning: the worker processes of ``ddp_spawn``/``ddp_fork``. Their launcher
   (``_MultiProcessingLauncher``) keeps them in ``procs`` and stops them with ``kill`` (what
   Lightning's own SIGTERM handler calls); the job's own process needs both to pass a SIGTERM on
-  to them and wait for them (cifarlab.accelerators.sigterm_reaches_workers).
+  to them and wait for them (cifarlab.run.workers.sigterm_reaches_workers).
 - Lightning: the averaged copy of the model that ``WeightAveraging`` keeps. The callback offers no
   accessor for it (it swaps it in for validation and copies it out at the end of fit on its own);
   cifarlab.training.ema updates it, counts its updates in its ``n_averaged`` (saved in checkpoints)
@@ -19,7 +19,7 @@ so a library update that changes it fails there, by name, instead of somewhere d
   when ``callable(getattr(callback, name))``, each call inside a profiler context (also when no
   profiler is set); ``L.Callback`` defines every hook as a method that does nothing, so without
   that check every callback would cost every step several calls. No public switch turns a hook
-  off; cifarlab.step_hooks sets the ones a callback leaves as they are to None.
+  off; cifarlab.run.step_hooks sets the ones a callback leaves as they are to None.
 - Hydra: the jobs its basic sweeper will launch. Its class lives in ``hydra._internal``; its
   static ``split_arguments`` expands a grid in launch order (job ``i`` is the ``i``-th), which
   cifarlab.sweep needs to list the jobs of a stopped sweep that never started.
@@ -45,7 +45,7 @@ from torch import nn
 def launches_by_running_the_script(strategy: Any) -> bool:
     """True when ``strategy``'s launcher is Lightning's script launcher (``ddp``, not
     ``ddp_spawn``/``ddp_fork``); whether it really starts processes depends on the device count
-    and the cluster environment (cifarlab.accelerators.relaunches_script)."""
+    and the cluster environment (cifarlab.run.trainer.relaunches_script)."""
     return isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher)
 
 

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifarlab import compare
 from cifarlab.files import write_atomic, write_json
-from cifarlab.run_folders import SWEEP_RECORD
+from cifarlab.run.run_folders import SWEEP_RECORD
 from cifarlab.utils import in_multirun, log
 
 JOB_RECORD = "job.json"
@@ -182,8 +182,8 @@ def job_row(job_dir: Path, swept: set[str] | None = None) -> dict[str, Any]:
     per_class = {k: _finite(v) for k, v in (metrics.get("test/acc_class") or {}).items()}
     known = {k: v for k, v in per_class.items() if v is not None}
     worst = min(known, key=known.__getitem__) if known else ""
-    # not at the top, as in read_plan (cifarlab.provenance loads Lightning for its callback)
-    from cifarlab.provenance import PROVENANCE_FILE, describe_commit
+    # not at the top, as in read_plan (cifarlab.run.provenance loads Lightning for its callback)
+    from cifarlab.run.provenance import PROVENANCE_FILE, describe_commit
 
     name = record.get("name") or (name_from(overrides, swept) if swept else "")
     provenance = _read_json(job_dir / PROVENANCE_FILE)

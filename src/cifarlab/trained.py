@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarlab.checkpoints import load_checkpoint
 from cifarlab.data.normalization import NORMALIZATIONS, normalize
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_from_config
+from cifarlab.run.checkpoints import load_checkpoint
 
 
 @dataclass

@@ -3,7 +3,7 @@ the run's config, the random states, and a check that its training state fits th
 
 A run's full config travels inside every checkpoint it writes (as plain containers), so
 ``train.py ckpt_path=<run>/checkpoints/last.ckpt`` alone continues that run exactly as it was
-configured (cifarlab.resume).
+configured (cifarlab.run.resume).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from cifarlab.checkpoints import CONFIG_KEY
 from cifarlab.errors import CifarlabError
+from cifarlab.run.checkpoints import CONFIG_KEY
 from cifarlab.training.optimizers import resume_problem
 
 RNG_KEY = "cifarlab_rng_states"

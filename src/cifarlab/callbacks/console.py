@@ -1,11 +1,10 @@
-"""A console that shows the run, not the libraries: no tips or deprecation noise, a summary of the
-network itself (parameters and FLOPs), a progress bar with the training loss and the last val/acc.
+"""What a run shows on the console: a summary of the network itself (parameters and FLOPs) and a
+progress bar with the training loss and the last val/acc (cifarlab.run.quiet_console keeps the
+libraries' noise off it).
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from time import monotonic
 from typing import Any
 
@@ -18,30 +17,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifarlab.callbacks.divergence import DivergenceGuard
-
-# messages that come from how Lightning 2.6 and torch 2.15 talk to each other or advertise, not
-# from anything a cifarlab user can change
-NOISE_WARNINGS = (
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's _pytree on torch 2.15
-)
-NOISE_LOGS = ("💡 Tip:",)  # Lightning's litlogger / litmodels advertisements
-
-
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(noise in str(record.msg) for noise in NOISE_LOGS)
-
-
-def quiet_console() -> None:
-    """Silences the library messages above; everything else (our own warnings) stays."""
-    for pattern in NOISE_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    # Lightning's rank_zero_info logs through these two loggers (a filter sees only records
-    # created on its own logger, not those propagated from below)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropNoise) for f in logger.filters):
-            logger.addFilter(_DropNoise())
 
 
 def net_summary(

@@ -1,4 +1,4 @@
-"""The provenance of a run (cifarlab.provenance) in its folder and in every checkpoint."""
+"""The provenance of a run (cifarlab.run.provenance) in its folder and in every checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 
-from cifarlab.provenance import (
+from cifarlab.run.provenance import (
     CHECKPOINT_KEY,
     PROVENANCE_FILE,
     SOURCE_DIR,

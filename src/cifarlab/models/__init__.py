@@ -5,7 +5,7 @@ bn_cnn) size it by ``image_size``, the others pool globally and take any size.
 
 One file per family: the reference material's three (``lenet``, ``fc512``, ``bn_cnn``), ``resnet``
 (built from the reference's residual block) and ``fastnet`` (airbench-class). The width and
-option checks are ``cifarlab.checks.check_model``'s, which train.py runs before importing torch.
+option checks are ``cifarlab.run.checks.check_model``'s, which train.py runs before importing torch.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 
 from torch import nn
 
-from cifarlab.checks import check_model
 from cifarlab.errors import CifarlabError
 from cifarlab.models.bn_cnn import BNCNN
 from cifarlab.models.fastnet import FastNet
 from cifarlab.models.fc512 import FC512
 from cifarlab.models.lenet import LeNet
 from cifarlab.models.resnet import ResNet
+from cifarlab.run.checks import check_model
 
 INPUT_SIZE = 32  # CIFAR's size, and data.image_size's default
 # model config keys that say which net and how it runs, not options of the net's class

@@ -2,8 +2,8 @@
 
 Each ``*_figure`` function returns a matplotlib Figure: the TensorBoard callbacks
 (cifarlab.callbacks) pass it to ``add_figure``, and ``save_png`` writes it into the run directory
-(cifarlab.review.report, cifarlab.callbacks.curves, cifarlab.tune). matplotlib is imported on first
-use with the Agg backend, so no display is needed and importing this module stays cheap.
+(cifarlab.review.report, cifarlab.callbacks.curves, cifarlab.run.tune). matplotlib is imported on
+first use with the Agg backend, so no display is needed and importing this module stays cheap.
 """
 
 from __future__ import annotations

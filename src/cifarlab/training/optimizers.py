@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarlab.checks import check_optimizer
+from cifarlab.run.checks import check_optimizer
 from cifarlab.training.muon import MuonSGD
 
 NORM_LAYERS = (

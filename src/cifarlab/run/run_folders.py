@@ -150,7 +150,7 @@ def check_sweep_folder(sweep_dir: Path, record_subdir: str | None = ".hydra") ->
 def _refuse(err: CifarlabError) -> None:
     """Hydra turns a callback's exception into a warning and goes on, so the refusal ends the
     process here, before Hydra writes into the folder; the same paragraph and exit code as any
-    other input mistake (cifarlab.utils.run_entry)."""
+    other input mistake (cifarlab.run.entry.run_entry)."""
     print(f"\nerror: {err}\n", file=sys.stderr)
     sys.exit(2)
 

@@ -17,8 +17,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cifarlab.checkpoints import CONFIG_KEY, load_checkpoint
 from cifarlab.errors import CifarlabError
+from cifarlab.run.checkpoints import CONFIG_KEY, load_checkpoint
 
 # where a resumed run may differ from the run it continues: where things are, and on what hardware
 SETUP_KEYS = ("data.root", "paths.*", "trainer.accelerator", "trainer.devices")
@@ -35,15 +35,15 @@ CONF_TARGETS = frozenset(
         "cifarlab.callbacks.hparams.HParamsLogger",
         "cifarlab.callbacks.image_grids.ImageGrids",
         "cifarlab.callbacks.early_stopping.early_stopping",
-        "cifarlab.loggers.tensorboard_logger",
+        "cifarlab.run.loggers.tensorboard_logger",
         "cifarlab.callbacks.console.NetSummary",
         "cifarlab.callbacks.console.ProgressBar",
         "cifarlab.callbacks.curves.EpochCurves",
-        "cifarlab.loggers.mlflow_logger",
-        "cifarlab.loggers.wandb_logger",
+        "cifarlab.run.loggers.mlflow_logger",
+        "cifarlab.run.loggers.wandb_logger",
         "cifarlab.callbacks.trial_pruning.trial_pruning",
-        "cifarlab.step_hooks.NoProfiler",
-        "cifarlab.step_hooks.SkipIdleHooks",
+        "cifarlab.run.step_hooks.NoProfiler",
+        "cifarlab.run.step_hooks.SkipIdleHooks",
     }
 )
 # the _target_s that checkpoints of earlier cifarlab versions store, whose modules lay side by side
@@ -54,11 +54,15 @@ EARLIER_TARGETS = {
     "cifarlab.callbacks.HParamsLogger": "cifarlab.callbacks.hparams.HParamsLogger",
     "cifarlab.callbacks.ImageGrids": "cifarlab.callbacks.image_grids.ImageGrids",
     "cifarlab.callbacks.early_stopping": "cifarlab.callbacks.early_stopping.early_stopping",
-    "cifarlab.callbacks.tensorboard_logger": "cifarlab.loggers.tensorboard_logger",
+    "cifarlab.callbacks.tensorboard_logger": "cifarlab.run.loggers.tensorboard_logger",
     "cifarlab.console.NetSummary": "cifarlab.callbacks.console.NetSummary",
     "cifarlab.console.ProgressBar": "cifarlab.callbacks.console.ProgressBar",
     "cifarlab.curves.EpochCurves": "cifarlab.callbacks.curves.EpochCurves",
+    "cifarlab.loggers.mlflow_logger": "cifarlab.run.loggers.mlflow_logger",
+    "cifarlab.loggers.wandb_logger": "cifarlab.run.loggers.wandb_logger",
     "cifarlab.pruning.trial_pruning": "cifarlab.callbacks.trial_pruning.trial_pruning",
+    "cifarlab.step_hooks.NoProfiler": "cifarlab.run.step_hooks.NoProfiler",
+    "cifarlab.step_hooks.SkipIdleHooks": "cifarlab.run.step_hooks.SkipIdleHooks",
 }
 # the parts of a stored config every run reads
 RUN_KEYS = ("seed", "data", "model", "optimizer", "trainer", "paths")
@@ -175,7 +179,7 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
         for node in (resumed.get("logger") or {}).values():
             if node and "tensorboard" in str(node.get("_target_", "")).lower():
                 # events past the checkpoint (logged before the interrupt) are hidden, not
-                # doubled; matches Lightning's class and cifarlab.loggers.tensorboard_logger
+                # doubled; matches Lightning's class and cifarlab.run.loggers.tensorboard_logger
                 node.purge_step = int(ckpt.get("global_step", 0))
         # plain values: what is checked below is exactly what gets built. train.py stores
         # resolved values, so an interpolation in a stored config (which could decode into a

@@ -21,7 +21,6 @@ from lightning.pytorch.callbacks import (
 )
 from omegaconf import DictConfig
 
-from cifarlab.accelerators import build_trainer
 from cifarlab.callbacks.checkpoint_state import (
     ConfigInCheckpoint,
     RandomStates,
@@ -29,11 +28,12 @@ from cifarlab.callbacks.checkpoint_state import (
 )
 from cifarlab.callbacks.divergence import DivergenceGuard
 from cifarlab.callbacks.provenance import RunProvenance
-from cifarlab.checkpoints import AtomicCheckpointIO
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
-from cifarlab.provenance import own_folder
-from cifarlab.resume import pin_logger_versions
+from cifarlab.run.checkpoints import AtomicCheckpointIO
+from cifarlab.run.provenance import own_folder
+from cifarlab.run.resume import pin_logger_versions
+from cifarlab.run.trainer import build_trainer
 from cifarlab.training.ema import WeightEMA
 from cifarlab.training.module import ClassifierModule
 from cifarlab.training.optimizers import build_optimizer

@@ -44,7 +44,7 @@ def checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
     """The best checkpoint and last.ckpt, from the run's two ``ModelCheckpoint`` callbacks.
 
     conf/callbacks/default.yaml lists the best (``val/acc``) first: it is Lightning's
-    ``trainer.checkpoint_callback``; without validation it keeps nothing (cifarlab.build), so
+    ``trainer.checkpoint_callback``; without validation it keeps nothing (cifarlab.run.build), so
     there is no best one. The next one without a monitor keeps the latest epoch.
     ``ddp_spawn``/``ddp_fork`` train in worker processes and hand back only the first callback's
     best path, so this process falls back to the file that the second one writes.

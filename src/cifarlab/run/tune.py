@@ -15,10 +15,10 @@ import lightning as L
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
-from cifarlab.accelerators import build_trainer
 from cifarlab.errors import CifarlabError
 from cifarlab.files import write_json
 from cifarlab.review.figures import save_png
+from cifarlab.run.trainer import build_trainer
 from cifarlab.utils import to_plain_dict
 
 TUNERS = ("lr_find",)

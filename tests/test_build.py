@@ -12,7 +12,7 @@ from lightning.pytorch.utilities.rank_zero import WarningCache
 
 from cifarlab.run.build import build_callbacks
 from cifarlab.run.jobs import train
-from cifarlab.sweep import job_row
+from cifarlab.sweeps.rows import job_row
 
 from .conftest import compose_config
 from .test_run import train_cfg

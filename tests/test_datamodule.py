@@ -59,7 +59,7 @@ def test_a_class_without_images_in_the_evaluated_part_is_reported_as_none(
     folder_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from cifarlab.run.jobs import train
-    from cifarlab.sweep import job_row
+    from cifarlab.sweeps.rows import job_row
 
     overrides = [
         *quick_overrides(folder_root, tmp_path),

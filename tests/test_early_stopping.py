@@ -8,7 +8,7 @@ import pytest
 
 from cifarlab.errors import CifarlabError
 from cifarlab.run.jobs import train
-from cifarlab.sweep import write_summary
+from cifarlab.sweeps.summary import write_summary
 
 from .conftest import compose_config, quick_overrides
 

@@ -21,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cifarlab.errors import CifarlabError
 from cifarlab.run.entry import run_entry
-from cifarlab.sweep import SweepCallback, collect, job_name, write_summary
+from cifarlab.sweeps.plan import job_name
+from cifarlab.sweeps.rows import collect
+from cifarlab.sweeps.summary import SweepCallback, write_summary
 
 from .conftest import CONF_DIR, FOLDER_CLASSES, quick_overrides
 
@@ -232,4 +234,4 @@ def test_launcher_and_search_configs_compose() -> None:
     search = compose_with_hydra(["hparams_search=optuna_lr_width"])
     assert search.hydra.mode == RunMode.MULTIRUN
     callbacks = compose_with_hydra([]).hydra.callbacks
-    assert callbacks.sweep._target_ == "cifarlab.sweep.SweepCallback"
+    assert callbacks.sweep._target_ == "cifarlab.sweeps.summary.SweepCallback"

@@ -1,7 +1,7 @@
-"""Hyperparameter search (cifarlab.search): the space from YAML, trials told and tabled, workers
-sharing one study, continuing it, dead workers' trials, seeds, and pruning a real fit.
+"""Hyperparameter search (cifarlab.sweeps.search): the space from YAML, trials told and tabled,
+workers sharing one study, continuing it, dead workers' trials, seeds, and pruning a real fit.
 
-Searches run cifarlab.search.Search with a stand-in launcher (no Hydra, no training), or
+Searches run cifarlab.sweeps.search.Search with a stand-in launcher (no Hydra, no training), or
 tests/search_worker.py's stand-in job through Hydra (in this process, or as two worker
 processes); one test trains for real to be pruned.
 """
@@ -33,7 +33,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 import train
 from cifarlab.errors import CifarlabError
 from cifarlab.review.hparams_tab import hparams_summaries
-from cifarlab.search import HEARTBEAT, Search, open_storage, override, search_space, trial_id
+from cifarlab.sweeps.heartbeat import HEARTBEAT
+from cifarlab.sweeps.search import Search
+from cifarlab.sweeps.search_space import override, search_space
+from cifarlab.sweeps.storage import open_storage, trial_id
 
 from . import search_worker
 from .conftest import CONF_DIR, sweep_overrides
@@ -96,8 +99,8 @@ def search_config() -> DictConfig:
 
 
 def direct_search(sweep_dir: Path, seed: int = 42, **changes: object) -> StandInLauncher:
-    """A search as conf/hparams_search/optuna_lr_width.yaml configures it, ``changes`` made to
-    its ``hydra.sweeper`` settings, run by cifarlab.search.Search with the stand-in launcher."""
+    """A search as conf/hparams_search/optuna_lr_width.yaml configures it, ``changes`` made to its
+    ``hydra.sweeper`` settings, run by cifarlab.sweeps.search.Search with the stand-in launcher."""
     cfg = search_config().copy()
     with open_dict(cfg):
         cfg.seed = seed

@@ -1,4 +1,5 @@
-"""A sweep over seeds: one line per setting with mean +- std and n; cifarlab.compare alike."""
+"""A sweep over seeds: one line per setting with mean +- std and n; cifarlab.sweeps.compare
+alike."""
 
 import csv
 import json
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab import compare
+from cifarlab.sweeps import compare
 
 from .conftest import run_script, sweep_overrides
 

@@ -1,5 +1,5 @@
-"""cifarlab.sweep: a failed job's error through Hydra's public JobReturn API; the summary as a
-sweep goes, and what a killed sweep leaves."""
+"""cifarlab.sweeps.summary: a failed job's error through Hydra's public JobReturn API; the summary
+as a sweep goes, and what a killed sweep leaves."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from cifarlab.sweep import SweepCallback, job_error
-from cifarlab.sweep import main as sweep_main
+from cifarlab.sweeps.summary import SweepCallback, job_error
+from cifarlab.sweeps.summary import main as sweep_main
 
 from .conftest import CONF_DIR, quick_overrides, run_script
 from .test_review import completed
@@ -102,7 +102,7 @@ def test_the_summary_is_rewritten_as_each_job_starts_and_ends(tmp_path: Path) ->
             f"else train.py optimizer.lr=0.1 model.width=4 hydra.run.dir={sweep}/0-rerun; fi",
             f"train.py optimizer.lr=0.01 model.width=4 hydra.run.dir={sweep}/1",
             f"train.py optimizer.lr=0.001 model.width=4 hydra.run.dir={sweep}/2",
-            f"python -m cifarlab.sweep {sweep}",
+            f"python -m cifarlab.sweeps.summary {sweep}",
         ]
 
         (sweep / "0" / "metrics.json").write_text(json.dumps(completed(0.7, 0.66, 0.4)))
@@ -121,7 +121,7 @@ def test_the_summary_is_rewritten_as_each_job_starts_and_ends(tmp_path: Path) ->
         last.parent.mkdir()
         last.write_bytes(b"weights")
         (sweep / "1" / "metrics.json").write_text('{"status": "interrupted"}')
-        assert sweep_main([str(sweep)]) == 0  # python -m cifarlab.sweep <dir>
+        assert sweep_main([str(sweep)]) == 0  # python -m cifarlab.sweeps.summary <dir>
         rows, md = summary(sweep)
         assert rows["1"]["status"] == "interrupted"
         assert commands(md)[:2] == [
@@ -187,4 +187,4 @@ def test_a_killed_sweep_keeps_its_finished_jobs_and_says_how_to_run_the_rest(
     assert rerun.endswith(f"hydra.run.dir={sweep}/1-rerun; fi")
     assert f"data.root={folder_root}" in rerun and "optimizer.lr=0.01 " in rerun
     assert "optimizer.lr=0.001 " in rest and rest.endswith(f"hydra.run.dir={sweep}/2")
-    assert rewrite == f"python -m cifarlab.sweep {sweep}"
+    assert rewrite == f"python -m cifarlab.sweeps.summary {sweep}"

@@ -2,7 +2,7 @@
 
 Hydra instantiates sweepers only from the ``hydra_plugins`` namespace and imports every module
 in it at each start, so this module holds the thin plugin class and imports nothing heavy; the
-search itself is ``cifarlab.search.Search``, imported when a sweep starts.
+search itself is ``cifarlab.sweeps.search.Search``, imported when a sweep starts.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cifarlab.errors import CifarlabError
 
 
 class OptunaSearchSweeper(Sweeper):
-    """``train.py -m hparams_search=NAME``: one worker of an Optuna study (cifarlab.search).
+    """``train.py -m hparams_search=NAME``: one worker of an Optuna study (cifarlab.sweeps.search).
 
     The keyword arguments are the fields of conf/hydra/sweeper/optuna.yaml; Hydra has already
     built ``sampler`` and ``pruner`` from their ``_target_``.
@@ -43,7 +43,7 @@ class OptunaSearchSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         """Runs the search; a mistake in its settings ends it with one paragraph and exit code 2
         (``HYDRA_FULL_ERROR=1`` keeps the traceback), as a mistake in a single run does."""
-        from cifarlab.search import Search
+        from cifarlab.sweeps.search import Search
 
         assert self.config is not None
         try:

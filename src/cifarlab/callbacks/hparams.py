@@ -10,7 +10,7 @@ import lightning as L
 
 from cifarlab.callbacks.tensorboard import run_tensorboard
 from cifarlab.review.hparams_tab import hparams_summaries
-from cifarlab.sweep import swept_keys
+from cifarlab.sweeps.plan import swept_keys
 from cifarlab.utils import in_multirun
 
 

@@ -1,12 +1,12 @@
 """A search trial's validations, reported to its Optuna study, and the fit stopped when the
 study's pruner says the trial is hopeless.
 
-Every job of ``train.py -m hparams_search=NAME`` runs one trial (cifarlab.search). The job may run
-in the sweeper's process or in another one (joblib, SLURM), so it opens the study itself, from the
-storage and study name of its own Hydra config, and takes its trial by number (``search.trial``).
-Pruning stops the fit as early stopping does (``trainer.should_stop``), so the checkpoints, history
-and logs of the epochs it ran are written as usual; run.py then records the run as ``pruned``
-(with its epochs) and skips the test.
+Every job of ``train.py -m hparams_search=NAME`` runs one trial (cifarlab.sweeps.search). The job
+may run in the sweeper's process or in another one (joblib, SLURM), so it opens the study itself,
+from the storage and study name of its own Hydra config, and takes its trial by number
+(``search.trial``). Pruning stops the fit as early stopping does (``trainer.should_stop``), so the
+checkpoints, history and logs of the epochs it ran are written as usual; run.py then records the run
+as ``pruned`` (with its epochs) and skips the test.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def trial_pruning(trial: int | None, prune: bool = True) -> TrialPruning | None:
     first seed's job reports for."""
     if trial is None or not prune or not in_multirun():
         return None  # e.g. a trial's checkpoint continued as a run of its own
-    from cifarlab.search import storage_url
+    from cifarlab.sweeps.storage import storage_url
 
     hydra_cfg = HydraConfig.get()
     sweeper = hydra_cfg.sweeper
@@ -67,7 +67,7 @@ class TrialPruning(L.Callback):
     def _open_trial(self) -> Any:
         import optuna
 
-        from cifarlab.search import open_storage, trial_id
+        from cifarlab.sweeps.storage import open_storage, trial_id
 
         storage = open_storage(self.storage)
         study = optuna.load_study(

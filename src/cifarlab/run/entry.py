@@ -21,7 +21,7 @@ def run_entry(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
 
     ``HYDRA_FULL_ERROR=1`` keeps the full traceback for debugging. In a multirun the error is
     raised instead, so Hydra records this one job as failed and the sweep goes on
-    (cifarlab.sweep.SweepCallback writes its message into the sweep summary).
+    (cifarlab.sweeps.summary.SweepCallback writes its message into the sweep summary).
     """
     try:
         return task(cfg)

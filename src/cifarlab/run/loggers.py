@@ -15,7 +15,7 @@ import lightning as L
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from cifarlab.errors import CifarlabError
-from cifarlab.sweep import job_name
+from cifarlab.sweeps.plan import job_name
 
 
 def tensorboard_logger(

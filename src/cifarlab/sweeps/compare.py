@@ -1,16 +1,14 @@
 """Mean +- std over seeds: one line per setting, for a sweep or for runs made separately.
 
-``uv run python -m cifarlab.compare <run or sweep dirs>`` prints the table; a sweep that varies
-``seed`` gets the same table in its summary.md/summary.csv (cifarlab.sweep). A *setting* is what
-sets a job apart from the others compared with it: its command-line overrides whose values differ
-between the jobs, ``seed`` left out. The best setting is the one with the highest mean
-``val/acc_best``; ``test/acc`` is shown beside it, never used to choose.
+``uv run python -m cifarlab.sweeps.compare <run or sweep dirs>`` prints the table; a sweep that
+varies ``seed`` gets the same table in its summary.md/summary.csv (cifarlab.sweeps.summary). A
+*setting* is what sets a job apart from the others compared with it: its command-line overrides
+whose values differ between the jobs, ``seed`` left out. The best setting is the one with the
+highest mean ``val/acc_best``; ``test/acc`` is shown beside it, never used to choose.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 import sys
@@ -18,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from cifarlab.review import tables
+from cifarlab.review.tables import markdown_table
+from cifarlab.sweeps.job_files import override_values
 
 SEED_KEY = "seed"
 METRICS = ("val/acc_best", "test/acc")
@@ -35,20 +34,8 @@ COLUMNS = (
 )
 
 
-def overrides_of(job_dir: Path) -> dict[str, str]:
-    """A job's command-line overrides as key -> value text (from Hydra's .hydra/overrides.yaml)."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    lines = [str(o) for o in OmegaConf.load(path)]
-    parsed = OverridesParser.create().parse_overrides(lines)
-    return {
-        o.get_key_element(): line.split("=", 1)[1] for o, line in zip(parsed, lines, strict=True)
-    }
-
-
 def varies_seed(job_dirs: Sequence[Path]) -> bool:
-    seeds = {overrides_of(d).get(SEED_KEY) for d in job_dirs}
+    seeds = {override_values(d).get(SEED_KEY) for d in job_dirs}
     return len(seeds) > 1
 
 
@@ -62,9 +49,9 @@ def group_by_setting(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One line per setting (overrides that differ between rows, seed left out), best mean first.
 
     Each row needs ``output_dir`` (a job folder), ``status`` and the METRICS, as
-    ``cifarlab.sweep.job_row`` gives them.
+    ``cifarlab.sweeps.rows.job_row`` gives them.
     """
-    overrides = [overrides_of(Path(r["output_dir"])) for r in rows]
+    overrides = [override_values(Path(r["output_dir"])) for r in rows]
     keys = sorted({k for o in overrides for k in o} - {SEED_KEY})
     differing = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
     groups: dict[str, list[tuple[Mapping[str, Any], dict[str, str]]]] = {}
@@ -91,24 +78,25 @@ def _pm(line: Mapping[str, Any], metric: str) -> str:
 
 
 def markdown(lines: Sequence[Mapping[str, Any]]) -> str:
-    header = "| setting | n | val/acc_best | test/acc | not completed | seeds |\n"
-    header += "| --- | --- | --- | --- | --- | --- |\n"
-    body = ""
-    for x in lines:
-        setting = x["setting"].replace("|", "\\|")
-        body += (
-            f"| {setting} | {x['n']} | {_pm(x, 'val/acc_best')} | {_pm(x, 'test/acc')} | "
-            f"{x['not_completed']} | {x['seeds']} |\n"
-        )
-    return header + body
+    header = ["setting", "n", "val/acc_best", "test/acc", "not completed", "seeds"]
+    return markdown_table(
+        header,
+        (
+            [
+                x["setting"].replace("|", "\\|"),
+                str(x["n"]),
+                _pm(x, "val/acc_best"),
+                _pm(x, "test/acc"),
+                str(x["not_completed"]),
+                x["seeds"],
+            ]
+            for x in lines
+        ),
+    )
 
 
 def csv_text(lines: Sequence[Mapping[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(lines)
-    return buffer.getvalue()
+    return tables.csv_text(COLUMNS, lines)
 
 
 def job_dirs_of(paths: Sequence[str]) -> list[Path]:
@@ -123,7 +111,7 @@ def job_dirs_of(paths: Sequence[str]) -> list[Path]:
 
 
 def main(argv: Sequence[str]) -> int:
-    from cifarlab.sweep import job_row
+    from cifarlab.sweeps.rows import job_row
 
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 import cifarlab.run.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
-from cifarlab.export import export
+from cifarlab.inference.export import export
 from cifarlab.run.entry import run_entry
 from cifarlab.run.provenance import record_run
 

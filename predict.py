@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 import cifarlab.run.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
-from cifarlab.predict import predict
+from cifarlab.inference.predict import predict
 from cifarlab.run.entry import run_entry
 from cifarlab.run.provenance import record_run
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarlab.calibration import fit_temperature, read_temperature
 from cifarlab.callbacks.error_analysis import EvalOutputs
 from cifarlab.errors import CifarlabError
-from cifarlab.predict import predict
+from cifarlab.inference.calibration import fit_temperature, read_temperature
+from cifarlab.inference.predict import predict
 from cifarlab.review.analysis import analyse, most_confused_block
 from cifarlab.review.report import print_accuracy_table
 from cifarlab.run.jobs import evaluate

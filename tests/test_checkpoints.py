@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from cifarlab.errors import CifarlabError
-from cifarlab.export import export
-from cifarlab.predict import predict
+from cifarlab.inference.export import export
+from cifarlab.inference.predict import predict
 from cifarlab.run.jobs import evaluate, train
 from cifarlab.training.module import ClassifierModule
 

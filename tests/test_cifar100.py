@@ -15,8 +15,8 @@ from PIL import Image
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.data.cifar import CIFAR100_COARSE, CIFAR100_FINE
 from cifarlab.errors import CifarlabError
-from cifarlab.export import export
-from cifarlab.predict import predict
+from cifarlab.inference.export import export
+from cifarlab.inference.predict import predict
 from cifarlab.run.jobs import evaluate, train
 
 from .conftest import compose_config, make_cifar100

@@ -11,12 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import cifarlab.export
+import cifarlab.inference.export
 from cifarlab.data import CIFAR10_CLASSES
 from cifarlab.errors import CifarlabError
-from cifarlab.export import check_batch, export
+from cifarlab.inference.export import check_batch, export
+from cifarlab.inference.trained import load_network
 from cifarlab.models import build_model
-from cifarlab.trained import load_network
 from cifarlab.training.module import ClassifierModule
 
 from .conftest import compose_config
@@ -186,7 +186,8 @@ def test_a_failed_check_keeps_the_file_it_would_have_replaced(
 ) -> None:
     ckpt = make_checkpoint(tmp_path / "m.ckpt", "lenet", 6)
     (tmp_path / "m.pt").write_bytes(b"an earlier export")
-    monkeypatch.setattr(cifarlab.export, "TOLERANCE", -1.0)  # no export can pass the check
+    # no export can pass the check
+    monkeypatch.setattr(cifarlab.inference.export, "TOLERANCE", -1.0)
     with pytest.raises(CifarlabError, match="so it was not kept"):
         run_export(ckpt, "torchscript", tmp_path, "overwrite=true")
     assert (tmp_path / "m.pt").read_bytes() == b"an earlier export"

@@ -11,9 +11,9 @@ from PIL import Image
 
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
-from cifarlab.export import export
+from cifarlab.inference.export import export
+from cifarlab.inference.predict import load_image, predict
 from cifarlab.models import MODELS, build_model
-from cifarlab.predict import load_image, predict
 from cifarlab.run.jobs import train
 
 from .conftest import FOLDER_CLASSES, class_images, compose_config, quick_overrides

@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-import cifarlab.predict
+import cifarlab.inference.predict
 from cifarlab.data.pictures import gray_to_8bit
 from cifarlab.errors import CifarlabError
-from cifarlab.predict import find_inputs, load_image, pick_device, predict
+from cifarlab.inference.inputs import find_inputs
+from cifarlab.inference.predict import load_image, pick_device, predict
 
 from .conftest import FOLDER_CLASSES, compose_config, run_script
 
@@ -244,14 +245,14 @@ def test_predictions_csv_keeps_what_was_predicted_before_a_crash(
     photos.mkdir()
     for i in range(9):
         Image.new("RGB", (32, 32), (20 * i, 0, 0)).save(photos / f"{i}.png")
-    read = cifarlab.predict.load_image
+    read = cifarlab.inference.predict.load_image
 
     def crash_on_the_last(path: Path, size: int) -> torch.Tensor:
         if path.name == "8.png":
             raise RuntimeError("the process dies here")
         return read(path, size)
 
-    monkeypatch.setattr(cifarlab.predict, "load_image", crash_on_the_last)
+    monkeypatch.setattr(cifarlab.inference.predict, "load_image", crash_on_the_last)
     with pytest.raises(RuntimeError, match="the process dies here"):
         predict(predict_config(trained_lenet["best_ckpt"], tmp_path / "out", f"input={photos}"))
     with open(tmp_path / "out" / "predictions.csv") as f:

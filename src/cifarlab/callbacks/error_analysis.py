@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from cifarlab.calibration import read_temperature
 from cifarlab.callbacks.tensorboard import run_tensorboard
 from cifarlab.data.normalization import to_pictures
+from cifarlab.inference.calibration import read_temperature
 from cifarlab.review.analysis import (
     MANY_CLASSES,
     analyse,

@@ -8,9 +8,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from cifarlab.calibration import fit_temperature
 from cifarlab.callbacks.error_analysis import EvalOutputs
 from cifarlab.files import write_json
+from cifarlab.inference.calibration import fit_temperature
 from cifarlab.review.analysis import Calibration
 
 

@@ -18,12 +18,12 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from cifarlab.calibration import temperature_path
 from cifarlab.callbacks.error_analysis import ErrorAnalysis
 from cifarlab.callbacks.provenance import RunProvenance
 from cifarlab.callbacks.temperature import TemperatureFit
 from cifarlab.errors import CifarlabError
 from cifarlab.files import FileWriteError, write_json
+from cifarlab.inference.calibration import temperature_path
 from cifarlab.run.build import build_eval_task, build_fit_trainer, build_task
 from cifarlab.run.checkpoints import load_checkpoint
 from cifarlab.run.loggers import finish_runs

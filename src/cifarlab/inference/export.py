@@ -28,8 +28,8 @@ from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.files import save_torch, write_atomic, write_json
+from cifarlab.inference.trained import Network, load_network
 from cifarlab.models import INPUT_SIZE
-from cifarlab.trained import Network, load_network
 
 FORMATS = {"state_dict": ".pth", "torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4  # largest |exported - PyTorch| accepted on the check batch

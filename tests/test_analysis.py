@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarlab.callbacks.error_analysis import EvalOutputs
+from cifarlab.callbacks.eval_outputs import EvalOutputs
 from cifarlab.errors import CifarlabError
 from cifarlab.inference.calibration import fit_temperature, read_temperature
 from cifarlab.inference.predict import predict

@@ -58,7 +58,7 @@ class RandomStates(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         states = checkpoint.get(RNG_KEY)
-        if not states:  # a checkpoint from before this callback existed
+        if not states:  # a checkpoint written without this callback
             return
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():

@@ -1,7 +1,7 @@
 """The error analysis of every test (train.py's and eval.py's), under any strategy.
 
-``ErrorAnalysis`` collects the test logits in a torchmetrics ``Metric`` whose states are
-concatenated across DDP processes, so the analysis (cifarlab.review.analysis) covers every test
+``ErrorAnalysis`` collects the test logits (cifarlab.callbacks.eval_outputs), concatenated across
+DDP processes, so the analysis (cifarlab.review.analysis) covers every test
 image; only the test path does work, never a training step. Rank 0 writes the files into the run
 folder and draws into TensorBoard; ``test_analysis.json`` also reaches the main process when
 ddp_spawn workers ran the test.
@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-import torch.nn.functional as F
-from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
+from cifarlab.callbacks.eval_outputs import OutputCollector
 from cifarlab.callbacks.tensorboard import run_tensorboard
 from cifarlab.data.normalization import to_pictures
 from cifarlab.inference.calibration import read_temperature
@@ -36,35 +33,6 @@ from cifarlab.review.figures import (
 )
 
 
-class EvalOutputs(Metric):
-    """Every test logit and label, and per batch the ``num_hardest`` highest-loss images (the
-    overall hardest are among them), kept on the device until the test ends."""
-
-    full_state_update = False
-
-    def __init__(self, num_hardest: int = 16) -> None:
-        super().__init__()
-        self.num_hardest = num_hardest
-        for name in ("logits", "targets", "hard_images", "hard_logits", "hard_targets"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
-
-    def update(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        logits = logits.detach().float()
-        self.logits.append(logits)
-        self.targets.append(targets)
-        losses = F.cross_entropy(logits, targets, reduction="none")
-        hard = losses.topk(min(self.num_hardest, len(losses))).indices
-        self.hard_images.append(images[hard].detach().clone())
-        self.hard_logits.append(logits[hard])
-        self.hard_targets.append(targets[hard])
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        return {
-            name: dim_zero_cat(getattr(self, name))
-            for name in ("logits", "targets", "hard_images", "hard_logits", "hard_targets")
-        }
-
-
 class ErrorAnalysis(L.Callback):
     """Analyses every test this trainer runs (see the module docstring) and writes the results
     into ``output_dir``. With ``temperature_path`` (eval.py calibrate=true) it also scores the
@@ -76,23 +44,19 @@ class ErrorAnalysis(L.Callback):
         self.output_dir = Path(output_dir)
         self.num_hardest = num_hardest
         self.temperature_path = temperature_path
-        self._outputs: EvalOutputs | None = None
+        self._outputs = OutputCollector(num_hardest)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._outputs = EvalOutputs(self.num_hardest).to(pl_module.device)
+        self._outputs.start(pl_module.device)
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
     ) -> None:
-        if isinstance(outputs, torch.Tensor) and self._outputs is not None:
-            self._outputs.update(batch[0], outputs, batch[1])
+        self._outputs.add(outputs, batch)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._outputs is None or not self._outputs.logits:
-            return
-        collected = self._outputs.compute()  # every rank: the states are gathered across DDP
-        self._outputs = None
-        if not trainer.is_global_zero:
+        collected = self._outputs.take()  # every rank: the states are gathered across DDP
+        if collected is None or not trainer.is_global_zero:
             return
         names = list(pl_module.class_names)
         temperature = read_temperature(self.temperature_path) if self.temperature_path else None

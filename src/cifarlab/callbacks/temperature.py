@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
-from cifarlab.callbacks.error_analysis import EvalOutputs
+from cifarlab.callbacks.eval_outputs import OutputCollector
 from cifarlab.files import write_json
 from cifarlab.inference.calibration import fit_temperature
 from cifarlab.review.analysis import Calibration
@@ -21,23 +20,21 @@ class TemperatureFit(L.Callback):
     def __init__(self, path: Path, ckpt_path: str) -> None:
         self.path = path
         self.ckpt_path = ckpt_path
-        self._outputs: EvalOutputs | None = None
+        self._outputs = OutputCollector(num_hardest=0)
         self.record: dict[str, Any] | None = None
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._outputs = EvalOutputs(num_hardest=0).to(pl_module.device)
+        self._outputs.start(pl_module.device)
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
     ) -> None:
-        if isinstance(outputs, torch.Tensor) and self._outputs is not None:
-            self._outputs.update(batch[0], outputs, batch[1])
+        self._outputs.add(outputs, batch)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._outputs is None or not self._outputs.logits:
+        collected = self._outputs.take()
+        if collected is None:
             return
-        collected = self._outputs.compute()
-        self._outputs = None
         logits, targets = collected["logits"].cpu(), collected["targets"].cpu()
         temperature = fit_temperature(logits, targets)
         self.record = {

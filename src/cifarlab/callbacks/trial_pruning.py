@@ -5,8 +5,8 @@ Every job of ``train.py -m hparams_search=NAME`` runs one trial (cifarlab.sweeps
 may run in the sweeper's process or in another one (joblib, SLURM), so it opens the study itself,
 from the storage and study name of its own Hydra config, and takes its trial by number
 (``search.trial``). Pruning stops the fit as early stopping does (``trainer.should_stop``), so the
-checkpoints, history and logs of the epochs it ran are written as usual; run.py then records the run
-as ``pruned`` (with its epochs) and skips the test.
+checkpoints, history and logs of the epochs it ran are written as usual; the training job
+(cifarlab.run.jobs) then records the run as ``pruned`` (with its epochs) and skips the test.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 
 from cifarlab.utils import in_multirun, to_plain_dict
 
-# left in trainer.callback_metrics (which also reach a ddp_spawn/fork parent) for run.py
+# left in trainer.callback_metrics (which also reach a ddp_spawn/fork parent) for
+# cifarlab.run.records
 PRUNED_EPOCH = "search/pruned_epoch"
 
 

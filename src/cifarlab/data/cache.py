@@ -23,7 +23,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.files import FileWriteError, save_torch, write_atomic
 from cifarlab.utils import log
 
-CACHE_VERSION = 4  # 2: scandir fingerprint; 3: plus a checksum; 4: folders read by Pillow
+CACHE_VERSION = 4  # part of a cache's name: a cache of another version is never read
 
 
 def _data_cache_dir(source: str, root: Path) -> Path:
@@ -102,16 +102,12 @@ PICKLES = {"cifar10": (CIFAR10_DIR, CIFAR10_BATCHES), "cifar100": (CIFAR100_DIR,
 
 
 def _fingerprint(
-    source: str,
-    root: Path,
-    split: str,
-    classes: Sequence[str],
-    label_type: str = "fine",
-    image_size: int = 32,
+    source: str, root: Path, split: str, classes: Sequence[str], label_type: str, image_size: int
 ) -> str:
     """Changes whenever the files a cache was built from change (names, sizes, times)."""
     settings = f"{source}|{split}|{','.join(classes)}"
-    # only what differs from CIFAR-10's 32x32 is added, so caches built before these keys stay valid
+    # only settings that differ from CIFAR-10 at 32x32 are added, so a CIFAR-10 split keeps one
+    # fingerprint whatever settings there are
     settings += f"|{label_type}" if source == "cifar100" else ""
     settings += f"|{image_size}px" if image_size != 32 else ""
     digest = hashlib.sha1(settings.encode())
@@ -193,6 +189,6 @@ def load_split(
         cached = _read_cache(candidate, fingerprint)
         if cached is not None:
             return cached
-    data = read_source(source, root, split, classes, label_type, image_size)
+    data = read_source(source, root, split, classes, label_type=label_type, image_size=image_size)
     _write_cache(path, fingerprint, data)
     return data

@@ -14,18 +14,8 @@ import torch
 from cifarlab.data.image_set import ImageSet
 from cifarlab.errors import CifarlabError
 
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+_CIFAR10_TEXT = "airplane automobile bird cat deer dog frog horse ship truck"
+CIFAR10_CLASSES = tuple(_CIFAR10_TEXT.split())
 # torchvision's CIFAR-100 label names (its "meta" file), in label order: 100 fine classes and the
 # 20 superclasses that group them (data.label_type=coarse)
 _CIFAR100_FINE_TEXT = """

@@ -214,10 +214,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         """Makes the splits once. With nothing to validate (``data.val_size=0``) it sets
         Lightning's own switch for no validation, ``limit_val_batches=0``, on the trainer (as
         Lightning's tuner does): the evaluation loop then never asks for a validation loader.
-        Otherwise Lightning warns "Total length of `TensorBatches` across ranks is zero" for a
-        loader of no batches, "Total length of `list`" for an empty list (its ``_tree_flatten``
-        keeps ``[]`` as one loader), and "You defined a `validation_step` but have no
-        `val_dataloader`" when no loader is defined."""
+        Lightning warns about each other way of saying it: a loader of no batches, an empty list
+        of loaders (its ``_tree_flatten`` keeps ``[]`` as one loader), or no loader at all."""
         if not self.splits:
             self.splits = self._make_splits()
         if self.trainer is not None and len(self.splits["val"].labels) == 0:

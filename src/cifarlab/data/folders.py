@@ -15,15 +15,7 @@ from pathlib import Path
 import torch
 
 from cifarlab.data.image_set import ImageSet
-from cifarlab.data.pictures import (
-    PICTURE_SUFFIXES,
-    READ_ERRORS,
-    PictureError,
-    as_tensor,
-    open_picture,
-    square_rgb,
-    why_unreadable,
-)
+from cifarlab.data.pictures import PICTURE_SUFFIXES, try_load_picture
 from cifarlab.errors import CifarlabError
 from cifarlab.utils import log, usable_cpus
 
@@ -169,11 +161,8 @@ def scan_folder(root: Path, split: str, classes: Sequence[str]) -> list[tuple[os
 def _decode_one(path: Path, size: int) -> torch.Tensor | str:
     """A training image as (3, size, size) uint8 RGB, converted as predict.py converts every
     picture (any mode and size: ``square_rgb``), or why it cannot be one."""
-    try:
-        with open_picture(path) as image:
-            return as_tensor(square_rgb(image, size))
-    except (PictureError, *READ_ERRORS) as err:
-        return f"{path} cannot be decoded ({why_unreadable(err)})"
+    image = try_load_picture(path, size)
+    return f"{path} cannot be decoded ({image})" if isinstance(image, str) else image
 
 
 def read_folder(root: Path, split: str, classes: Sequence[str], image_size: int = 32) -> ImageSet:

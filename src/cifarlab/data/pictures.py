@@ -155,3 +155,19 @@ def square_rgb(image: Image.Image, size: int) -> Image.Image:
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return rgb
+
+
+def load_picture(path: Path, size: int) -> torch.Tensor:
+    """The picture at ``path`` as ``(3, size, size)`` uint8 RGB, as training folders and
+    predict.py read every picture (``square_rgb``); a file that is not one raises
+    ``PictureError`` or one of ``READ_ERRORS``."""
+    with open_picture(path) as image:
+        return as_tensor(square_rgb(image, size))
+
+
+def try_load_picture(path: Path, size: int) -> torch.Tensor | str:
+    """``load_picture``, or why the file cannot be read as a picture."""
+    try:
+        return load_picture(path, size)
+    except (PictureError, *READ_ERRORS) as err:
+        return why_unreadable(err)

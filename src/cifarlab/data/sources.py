@@ -34,6 +34,7 @@ def read_source(
     root: Path,
     split: str,
     classes: Sequence[str],
+    *,
     label_type: str = "fine",
     image_size: int = 32,
 ) -> ImageSet:

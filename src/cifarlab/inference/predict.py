@@ -23,14 +23,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from cifarlab.data.pictures import (
-    READ_ERRORS,
-    PictureError,
-    as_tensor,
-    open_picture,
-    square_rgb,
-    why_unreadable,
-)
+from cifarlab.data.pictures import READ_ERRORS, PictureError, load_picture, why_unreadable
 from cifarlab.errors import CifarlabError
 from cifarlab.files import write_json
 from cifarlab.inference.calibration import read_temperature, temperature_path
@@ -44,8 +37,7 @@ from cifarlab.utils import to_plain_dict
 def load_image(path: Path, size: int = INPUT_SIZE) -> torch.Tensor:
     """Any picture -> (3, size, size) uint8 RGB, converted as training folders are
     (``cifarlab.data.pictures.square_rgb``)."""
-    with open_picture(path) as image:
-        return as_tensor(square_rgb(image, size))
+    return load_picture(path, size)
 
 
 def _read(item: Item, size: int) -> tuple[torch.Tensor | None, str]:

@@ -131,7 +131,7 @@ def validates(cfg: DictConfig) -> bool:
 
 def _checkpoint_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Without validation, a ModelCheckpoint that monitors a ``val/`` metric keeps nothing
-    (``save_top_k=0``, Lightning's documented "no models are saved") instead of warning every
+    (``save_top_k=0``, which Lightning documents as saving no model) instead of warning every
     epoch that the metric is missing; the final weights are then tested, and ``last.ckpt`` (the
     callback without a monitor) is written as always."""
     if validates(cfg):

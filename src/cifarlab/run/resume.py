@@ -125,27 +125,11 @@ def _relocate(tree: Any, old: str, new: str) -> Any:
     return tree
 
 
-def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig:
-    """The config that continues the run a checkpoint came from, or ``cfg`` for a fresh run.
-
-    ``given`` are the command-line overrides (Hydra's). A resumed run keeps its own settings:
-    changing the model, data or schedule halfway would not continue that run, so an override that
-    changes one is refused. An override equal to the run's own value is accepted (the same command
-    plus ``ckpt_path`` resumes), and the setup keys (``SETUP_KEYS``: where the data and outputs
-    are, which hardware) may change, so a run can move to another machine; paths under a moved
-    ``paths.*`` folder (checkpoints, logs) move with it.
-    """
-    path = cfg.get("ckpt_path")
-    if not path:
-        return cfg
-    ckpt = load_checkpoint(path, purpose="Resuming")
-    stored = ckpt.get(CONFIG_KEY)
-    if not isinstance(stored, dict):
-        raise CifarlabError(
-            f"ckpt_path={path} holds no run config, so it cannot be resumed; only checkpoints "
-            "written by train.py can. Evaluate it with eval.py instead."
-        )
-    stored = _current_targets(stored)
+def _setup_changes(
+    cfg: DictConfig, stored: dict[str, Any], given: list[str] | None, path: str
+) -> dict[str, Any]:
+    """The values the command line changes against the ``stored`` run config, by dotted key;
+    refuses an override that changes anything but a setup key (``SETUP_KEYS``)."""
     refused, setup = [], {}
     for override in OverridesParser.create().parse_overrides(list(given or [])):
         key = override.get_key_element().lstrip("+~").replace("/", ".")
@@ -167,6 +151,31 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
             f"{' '.join(refused)} cannot apply (only {', '.join(SETUP_KEYS)} may change on "
             f"resume). Drop {'them' if len(refused) > 1 else 'it'}, or start a new run."
         )
+    return setup
+
+
+def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig:
+    """The config that continues the run a checkpoint came from, or ``cfg`` for a fresh run.
+
+    ``given`` are the command-line overrides (Hydra's). A resumed run keeps its own settings:
+    changing the model, data or schedule halfway would not continue that run, so an override that
+    changes one is refused. An override equal to the run's own value is accepted (the same command
+    plus ``ckpt_path`` resumes), and the setup keys (``SETUP_KEYS``: where the data and outputs
+    are, which hardware) may change, so a run can move to another machine; paths under a moved
+    ``paths.*`` folder (checkpoints, logs) move with it.
+    """
+    path = cfg.get("ckpt_path")
+    if not path:
+        return cfg
+    ckpt = load_checkpoint(path, purpose="Resuming")
+    stored = ckpt.get(CONFIG_KEY)
+    if not isinstance(stored, dict):
+        raise CifarlabError(
+            f"ckpt_path={path} holds no run config, so it cannot be resumed; only checkpoints "
+            "written by train.py can. Evaluate it with eval.py instead."
+        )
+    stored = _current_targets(stored)
+    setup = _setup_changes(cfg, stored, given, path)
     for key, value in sorted(setup.items()):
         old_value = _get(stored, key)
         if not key.startswith("trainer.") and isinstance(old_value, str):

@@ -54,7 +54,7 @@ def job_row(job_dir: Path, swept: set[str] | None = None) -> dict[str, Any]:
     status, error = record.get("status", "incomplete"), record.get("error", "")
     if metrics:
         status = metrics.get("status", "completed")
-        # run.py records divergence itself; a completed run without validation has no
+        # cifarlab.run.records records divergence itself; a completed run without validation has no
         # val/acc_best, and is still completed unless its test loss is not a number
         test_loss = metrics.get("test/loss")
         if status == "completed" and test_loss is not None and finite(test_loss) is None:

@@ -1,4 +1,4 @@
-"""The sweep side of a Hydra multirun: job names, per-job records, failure isolation, summary.
+"""The record and summary of a Hydra multirun: per-job records, failure isolation, summary.
 
 A sweep is only as useful as its weakest job lets it be: one exception or one diverging lr must not
 take the other jobs down, and the result has to be readable without opening every folder.
@@ -7,8 +7,8 @@ in ``<job dir>/job.json``, turns a failed job into a recorded row instead of an 
 the sweep, and rewrites ``summary.csv``/``summary.md`` in the sweep directory as each job starts and
 ends. A sweep killed halfway (the OOM killer, a lost node, a time limit) keeps the rows of the jobs
 that finished, and its summary lists the jobs that did not (from the sweep's plan in
-``multirun.yaml``) with the commands that run them. ``python -m cifarlab.sweeps.summary <sweep
-dir>`` rewrites the summary by hand.
+``multirun.yaml``) with the commands that run them.
+``python -m cifarlab.sweeps.summary <sweep dir>`` rewrites the summary by hand.
 """
 
 from __future__ import annotations

@@ -200,7 +200,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.train_epoch_metrics(), sync_dist=True)
-        # for run.py: the count survives ddp_spawn/ddp_fork, which return only callback_metrics
+        # for cifarlab.run.records: the count survives ddp_spawn/ddp_fork, which return only
+        # callback_metrics
         self.log("train/epochs", float(self.current_epoch + 1), logger=False, sync_dist=True)
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:

@@ -9,7 +9,6 @@ with the checkpoint's class names is scored as eval.py scores the test split.
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import warnings
@@ -31,6 +30,7 @@ from cifarlab.inference.inputs import Item, find_inputs
 from cifarlab.inference.trained import Network, load_network
 from cifarlab.models import INPUT_SIZE
 from cifarlab.review.report import print_accuracy_table
+from cifarlab.review.tables import appending_csv
 from cifarlab.utils import to_plain_dict
 
 
@@ -127,20 +127,15 @@ def predict_to_csv(
     Ctrl-C keeps everything predicted before it."""
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as f, warnings.catch_warnings():
+    with appending_csv(csv_path, _csv_header(cfg.top_k)) as append, warnings.catch_warnings():
         # open_picture refuses what is over the limit with a reason; Pillow's warning repeats it
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(_csv_header(cfg.top_k))
         for batch_rows, batch_errors in predict_batches(
             network, items, device, cfg.batch_size, cfg.top_k, temperature
         ):
             for error in batch_errors:
                 print(f"error: {error}", file=sys.stderr)
-            writer.writerows(_csv_row(r) for r in batch_rows)
-            f.flush()
-            os.fsync(f.fileno())
+            append([_csv_row(r) for r in batch_rows])
             rows += batch_rows
             errors += batch_errors
     return rows, errors

@@ -1,15 +1,18 @@
 """Every table cifarlab writes, as CSV or as markdown, in one format.
 
-CSV: a header row, then one row per record, ``\n`` line ends, an empty cell for None. Markdown: a
-header, a ``| --- |`` rule and one line per row, each cell already text (``escape`` keeps a ``|``
-or a line break inside a cell from ending it).
+CSV: a header row, then one row per record, newline line ends, an empty cell for None; written
+whole and atomically (``write_csv``) or row by row as the rows are made (``appending_csv``).
+Markdown: a header, a ``| --- |`` rule and one line per row, each cell already text (``escape``
+keeps a ``|`` or a line break inside a cell from ending it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,26 @@ def write_csv(
     """Writes ``csv_text`` to ``path`` atomically (a reader sees the old table or the new one)."""
     text = csv_text(header, rows)
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+@contextlib.contextmanager
+def appending_csv(
+    path: Path, header: Sequence[str]
+) -> Iterator[Callable[[Iterable[Sequence[Any]]], None]]:
+    """A CSV table written as its rows are made: ``path`` gets the header, and each call of the
+    function this yields appends rows and puts them on disk (flushed and synced), so a crash or
+    Ctrl-C keeps every row appended before it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+
+        def append(rows: Iterable[Sequence[Any]]) -> None:
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+        yield append
 
 
 def escape(text: Any) -> str:

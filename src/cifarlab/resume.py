@@ -41,6 +41,7 @@ CONF_TARGETS = frozenset(
         "cifarlab.curves.EpochCurves",
         "cifarlab.loggers.mlflow_logger",
         "cifarlab.loggers.wandb_logger",
+        "cifarlab.pruning.trial_pruning",
     }
 )
 # the parts of a stored config every run reads

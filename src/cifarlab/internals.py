@@ -22,7 +22,7 @@ so a library update that changes it fails there, by name, instead of somewhere d
   off; cifarlab.run.step_hooks sets the ones a callback leaves as they are to None.
 - Hydra: the jobs its basic sweeper will launch. Its class lives in ``hydra._internal``; its
   static ``split_arguments`` expands a grid in launch order (job ``i`` is the ``i``-th), which
-  cifarlab.sweeps.summary needs to list the jobs of a stopped sweep that never started.
+  cifarlab.sweeps.plan needs to list the jobs of a stopped sweep that never started.
 """
 
 from __future__ import annotations

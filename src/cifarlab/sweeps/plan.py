@@ -44,8 +44,10 @@ class SweepPlan:
 
 
 def read_plan(sweep_dir: Path) -> SweepPlan | None:
-    # here, not at the top: Hydra makes this module's callback before train.py's first checks,
-    # which answer without loading torch or Lightning (cifarlab.internals loads both)
+    """What the sweep in ``sweep_dir`` set out to do; None before Hydra wrote its multirun.yaml."""
+    # here, not at the top: Hydra makes the sweep callback (cifarlab.sweeps.summary) before
+    # train.py's first checks, which answer without loading torch or Lightning (cifarlab.internals
+    # loads both)
     from cifarlab.internals import grid_jobs, is_grid_sweeper
 
     path = sweep_dir / SWEEP_RECORD

@@ -13,8 +13,7 @@ from cifarlab.build import build_callbacks
 from cifarlab.run import train
 from cifarlab.sweep import job_row
 
-from .conftest import compose_config
-from .test_run import train_cfg
+from .conftest import compose_config, train_cfg
 
 
 @pytest.mark.parametrize(

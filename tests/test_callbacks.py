@@ -20,7 +20,7 @@ from cifarlab.callbacks import ClassFigures, HParamsLogger, tensorboard_logger
 from cifarlab.run import train
 
 from .conftest import FOLDER_CLASSES, compose_config, quick_overrides
-from .test_figures import PREDICTIONS, TARGETS, hand_counts
+from .figure_helpers import PREDICTIONS, TARGETS, hand_counts
 
 
 def events(log_dir: Path) -> EventAccumulator:

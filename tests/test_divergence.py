@@ -14,7 +14,7 @@ from cifarlab.divergence import DIVERGED_KEYS, DivergenceGuard
 from cifarlab.module import ClassifierModule
 from cifarlab.run import train
 
-from .test_run import train_cfg
+from .conftest import train_cfg
 
 
 def nan_loss_from_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:

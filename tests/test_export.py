@@ -20,7 +20,7 @@ from cifarlab.module import ClassifierModule
 from cifarlab.trained import load_network
 
 from .conftest import compose_config
-from .test_utils import file_size_limit, limit_file_size
+from .os_helpers import file_size_limit, limit_file_size
 
 
 class Net(nn.Module):

@@ -72,14 +72,14 @@ class StepRecord(L.Callback):
 
     def __init__(self) -> None:
         self.steps: list[tuple[float, int, int]] = []
-        self._correct = 0
+        self.correct = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         with torch.no_grad():  # the weights before the step's update: those the step used
-            self._correct = int((pl_module(batch[0]).argmax(dim=1) == batch[1]).sum())
+            self.correct = int((pl_module(batch[0]).argmax(dim=1) == batch[1]).sum())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.steps.append((float(outputs["loss"]), self._correct, len(batch[1])))
+        self.steps.append((float(outputs["loss"]), self.correct, len(batch[1])))
 
 
 def test_training_loss_and_accuracy_are_means_over_the_epochs_images(tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Tiny offline data sets in both on-disk formats, and config composition as train.py does it."""
+"""Tiny offline data sets in both on-disk formats, config composition as the entry points do it,
+and the one way the tests run an entry point in a process of its own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pickle
 import subprocess
 import sys
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -114,14 +118,17 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_cifar10(tmp_path_factory.mktemp("cifar10"))
 
 
-def compose_config(name: str, overrides: list[str]) -> DictConfig:
+def compose_config(name: str, overrides: list[str], *, with_hydra: bool = False) -> DictConfig:
+    """The config ``name`` (train, eval, predict, export) with ``overrides``, as its entry point
+    composes it; ``with_hydra`` keeps Hydra's own node (launcher, sweeper, callbacks, run dirs)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+        return compose(config_name=name, overrides=overrides, return_hydra_config=with_hydra)
 
 
-def quick_overrides(root: Path, output_dir: Path) -> list[str]:
-    """A run on the tiny folder data that finishes in seconds and prints no progress bar."""
-    return [
+def quick_overrides(root: Path, output_dir: Path, *extra: str) -> list[str]:
+    """A run on the tiny folder data that finishes in seconds and prints no progress bar;
+    ``extra`` overrides replace its value of a key or add keys."""
+    quick = [
         "data.source=folder",
         f"data.root={root}",
         "data.val_size=24",
@@ -133,19 +140,27 @@ def quick_overrides(root: Path, output_dir: Path) -> list[str]:
         "callbacks.progress_bar=null",
         f"paths.output_dir={output_dir}",
     ]
+    replaced = {o.split("=", 1)[0] for o in extra}
+    return [*[o for o in quick if o.split("=", 1)[0] not in replaced], *extra]
 
 
-ROOT = CONF_DIR.parent
+def train_cfg(root: Path, output_dir: Path, *extra: str) -> DictConfig:
+    """The train config of a ``quick_overrides`` run."""
+    return compose_config("train", quick_overrides(root, output_dir, *extra))
 
 
-def run_script(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Runs train.py or eval.py (``args[0]``) in a fresh process, as a user would."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / args[0]), *args[1:]],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+def eval_cfg(ckpt: object, output_dir: Path, *extra: str) -> DictConfig:
+    """The eval config that tests checkpoint ``ckpt`` on the CPU into ``output_dir``, without a
+    progress bar; ``extra`` overrides come last (e.g. ``trainer=ddp_cpu``)."""
+    return compose_config(
+        "eval",
+        [
+            f"ckpt_path={ckpt}",
+            f"paths.output_dir={output_dir}",
+            "trainer.enable_progress_bar=false",
+            "trainer.accelerator=cpu",
+            *extra,
+        ],
     )
 
 
@@ -154,12 +169,73 @@ def sweep_overrides(root: Path, tmp_path: Path) -> list[str]:
     return [o for o in quick_overrides(root, tmp_path) if "output_dir" not in o]
 
 
+ROOT = CONF_DIR.parent
+
+
+def run_script(
+    script: str,
+    *args: str,
+    cwd: Path,
+    timeout: float = 600,
+    env: Mapping[str, str] | None = None,
+    on_line: Callable[[str, subprocess.Popen], None] | None = None,
+    start_new_session: bool = False,
+) -> subprocess.CompletedProcess:
+    """Runs ``script`` (train.py, eval.py, predict.py or export.py, or a path) with ``args`` in a
+    fresh process, as a user would, and returns its exit code, stdout and stderr.
+
+    ``env`` adds variables to this process's environment. ``on_line(line, process)`` sees each
+    line of stdout as the script prints it, so a test can signal the run at a moment it announces;
+    ``start_new_session`` gives the script a process group of its own, which a terminal's Ctrl-C
+    reaches as a whole (``os.killpg``). A script still running after ``timeout`` seconds is killed
+    and raises ``subprocess.TimeoutExpired``.
+    """
+    command = [sys.executable, str(ROOT / script), *args]
+    environment = {**os.environ, **(env or {})}
+    if on_line is None:
+        return subprocess.run(
+            command,
+            cwd=cwd,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=start_new_session,
+        )
+    # stderr goes to a file: a pipe nobody reads while stdout is read line by line could fill up
+    with tempfile.TemporaryFile("w+") as stderr:
+        with subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=start_new_session,
+        ) as process:
+            assert process.stdout is not None
+            timed_out = threading.Event()
+            watchdog = threading.Timer(timeout, lambda: (timed_out.set(), process.kill()))
+            watchdog.start()
+            lines = []
+            try:
+                for line in process.stdout:
+                    lines.append(line)
+                    on_line(line, process)
+                process.wait()
+            finally:
+                watchdog.cancel()
+        stderr.seek(0)
+        stdout, errors = "".join(lines), stderr.read()
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired(command, timeout, stdout, errors)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, errors)
+
+
 @pytest.fixture(scope="session")
 def trained_lenet(folder_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """metrics.json of a 2-epoch LeNet run on the tiny folder data (predict.py, export.py)."""
     from cifarlab.run.jobs import train
 
     output_dir = tmp_path_factory.mktemp("trained_lenet")
-    return train(
-        compose_config("train", [*quick_overrides(folder_root, output_dir), "model=lenet"])
-    )
+    return train(train_cfg(folder_root, output_dir, "model=lenet"))

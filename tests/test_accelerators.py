@@ -6,7 +6,6 @@ marked ``gpu`` need CUDA and are skipped without it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,32 +25,11 @@ from cifarlab.run.trainer import build_trainer, relaunches_script
 from cifarlab.training.module import ClassifierModule
 from cifarlab.utils import to_plain_dict
 
-from .conftest import compose_config, quick_overrides, run_script, sweep_overrides
+from .conftest import compose_config, eval_cfg, quick_overrides, run_script, sweep_overrides
+from .injected_callbacks import SplitProbe, target_of
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-
-
-class SplitProbe(L.Callback):
-    """Writes, per DDP rank, a hash of the validation split and how many images the rank saw."""
-
-    def __init__(self, out_dir: str) -> None:
-        self.out_dir = Path(out_dir)
-        self.seen = 0
-
-    def on_validation_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        self.seen += len(args[1][1])
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        images = trainer.datamodule.splits["val"].images
-        record = {
-            "world_size": trainer.world_size,
-            "val_sha1": hashlib.sha1(images.numpy().tobytes()).hexdigest(),
-            "seen": self.seen,
-        }
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
-        self.seen = 0
 
 
 def no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,15 +254,8 @@ def test_bf16_channels_last_run_trains_and_its_checkpoint_evaluates(
     trained = train(cfg)
     assert trained["test/acc"] >= 0.8
     evaluated = evaluate(
-        compose_config(
-            "eval",
-            [
-                f"ckpt_path={trained['best_ckpt']}",
-                f"paths.output_dir={tmp_path / 'eval'}",
-                "trainer=cpu",
-                "trainer.precision=bf16-mixed",
-                "trainer.enable_progress_bar=false",
-            ],
+        eval_cfg(
+            trained["best_ckpt"], tmp_path / "eval", "trainer=cpu", "trainer.precision=bf16-mixed"
         )
     )
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
@@ -311,7 +282,7 @@ def test_two_process_ddp_matches_one_process(folder_root: Path, tmp_path: Path) 
                 tmp_path / "two",
                 "trainer=ddp_cpu",
                 "data.batch_size=8",  # per process: the same global batch (16) and step count
-                "+callbacks.probe._target_=tests.test_accelerators.SplitProbe",
+                f"+callbacks.probe._target_={target_of(SplitProbe)}",
                 f"+callbacks.probe.out_dir={probe}",
             ),
         )
@@ -336,17 +307,7 @@ def test_two_process_ddp_matches_one_process(folder_root: Path, tmp_path: Path) 
         )
     )
     one, two = (
-        evaluate(
-            compose_config(
-                "eval",
-                [
-                    f"ckpt_path={early['best_ckpt']}",
-                    f"paths.output_dir={tmp_path / preset}",
-                    f"trainer={preset}",
-                    "trainer.enable_progress_bar=false",
-                ],
-            )
-        )
+        evaluate(eval_cfg(early["best_ckpt"], tmp_path / preset, f"trainer={preset}"))
         for preset in ("cpu", "ddp_cpu")
     )
     # unsynchronized metrics would give rank 0's half of the test set: a different loss
@@ -416,17 +377,7 @@ def test_compiled_model_trains_on_cpu_and_its_checkpoint_loads_uncompiled(
     assert trained["test/acc"] >= 0.8
     ckpt = torch.load(trained["best_ckpt"], weights_only=True)
     assert not any("_orig_mod" in key for key in ckpt["state_dict"])
-    evaluated = evaluate(
-        compose_config(
-            "eval",
-            [
-                f"ckpt_path={trained['best_ckpt']}",
-                f"paths.output_dir={tmp_path / 'eval'}",
-                "trainer=cpu",
-                "trainer.enable_progress_bar=false",
-            ],
-        )
-    )
+    evaluated = evaluate(eval_cfg(trained["best_ckpt"], tmp_path / "eval", "trainer=cpu"))
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
 
 
@@ -466,7 +417,8 @@ def test_gpu_data_stays_on_the_gpu(folder_root: Path, tmp_path: Path) -> None:
     )
     trainer = build_trainer(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     trainer.fit(module, datamodule=dm)
-    assert {key[1].split(":")[0] for key in dm._on_device} == {"cuda"}
+    for batches in (dm.train_dataloader(), dm.val_dataloader()):  # each split moved once, whole
+        assert batches.images.is_cuda and batches.labels.is_cuda
     x, _ = next(iter(dm.train_dataloader()))
     assert x.is_cuda
 

@@ -17,7 +17,7 @@ from cifarlab.review.analysis import analyse, most_confused_block
 from cifarlab.review.report import print_accuracy_table
 from cifarlab.run.jobs import evaluate
 
-from .conftest import FOLDER_CLASSES, compose_config
+from .conftest import FOLDER_CLASSES, compose_config, eval_cfg
 
 NAMES = ["a", "b", "c"]
 
@@ -128,18 +128,7 @@ def test_calibrate_stores_a_temperature_that_predict_applies(
         )
     )
     try:
-        metrics = evaluate(
-            compose_config(
-                "eval",
-                [
-                    f"ckpt_path={ckpt}",
-                    "calibrate=true",
-                    "trainer.accelerator=cpu",
-                    "trainer.enable_progress_bar=false",
-                    f"paths.output_dir={tmp_path / 'eval'}",
-                ],
-            )
-        )
+        metrics = evaluate(eval_cfg(ckpt, tmp_path / "eval", "calibrate=true"))
         temperature = read_temperature(sidecar)
         assert temperature is not None and temperature > 0
         assert (

@@ -14,8 +14,7 @@ from cifarlab.run.build import build_callbacks
 from cifarlab.run.jobs import train
 from cifarlab.sweeps.rows import job_row
 
-from .conftest import compose_config
-from .test_run import train_cfg
+from .conftest import compose_config, train_cfg
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from cifarlab.run.loggers import tensorboard_logger
 from cifarlab.run.resume import EARLIER_TARGETS
 
 from .conftest import FOLDER_CLASSES, compose_config, quick_overrides
-from .test_figures import PREDICTIONS, TARGETS, hand_counts
+from .figure_helpers import PREDICTIONS, TARGETS, hand_counts
 
 
 def events(log_dir: Path) -> EventAccumulator:

@@ -17,28 +17,15 @@ from cifarlab.inference.predict import predict
 from cifarlab.run.jobs import evaluate, train
 from cifarlab.training.module import ClassifierModule
 
-from .conftest import compose_config, run_script
-from .test_run import eval_cfg, train_cfg
-from .test_utils import file_size_limit, limit_file_size
+from .conftest import compose_config, eval_cfg, run_script, train_cfg
+from .injected_callbacks import DiskFillsAfterFirstEpoch, target_of
+from .os_helpers import file_size_limit
 
 
 @pytest.fixture
 def trained(trained_lenet: dict) -> Path:
     """The last.ckpt of a two-epoch LeNet run on the three-class folder data."""
     return Path(trained_lenet["last_ckpt"])
-
-
-class DiskFillsAfterFirstEpoch(L.Callback):
-    """Test only (``+callbacks.disk._target_=tests.test_checkpoints.DiskFillsAfterFirstEpoch``,
-    inside ``file_size_limit``): from the second epoch on no file may grow past half the size of
-    the first epoch's last.ckpt, as on a disk that has filled up."""
-
-    def __init__(self, last_ckpt: str) -> None:
-        self.last_ckpt = Path(last_ckpt)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == 1:
-            limit_file_size(self.last_ckpt.stat().st_size // 2)
 
 
 def test_a_checkpoint_the_disk_refuses_ends_the_run_in_one_paragraph(
@@ -49,7 +36,7 @@ def test_a_checkpoint_the_disk_refuses_ends_the_run_in_one_paragraph(
         folder_root,
         tmp_path,
         "trainer.max_epochs=3",
-        "+callbacks.disk._target_=tests.test_checkpoints.DiskFillsAfterFirstEpoch",
+        f"+callbacks.disk._target_={target_of(DiskFillsAfterFirstEpoch)}",
         f"+callbacks.disk.last_ckpt={last}",
     )
     with file_size_limit(), pytest.raises(CifarlabError) as failed:

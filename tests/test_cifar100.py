@@ -19,7 +19,7 @@ from cifarlab.inference.export import export
 from cifarlab.inference.predict import predict
 from cifarlab.run.jobs import evaluate, train
 
-from .conftest import compose_config, make_cifar100
+from .conftest import compose_config, eval_cfg, make_cifar100
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +105,7 @@ def test_train_eval_predict_export_with_100_classes(
     matrix = (run / "test_confusion_matrix.csv").read_text().splitlines()
     assert len(matrix) == 101 and matrix[0].count(",") == 100
     ckpt = metrics["best_ckpt"] or metrics["last_ckpt"]
-    evaluated = evaluate(
-        compose_config(
-            "eval",
-            [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path / 'e'}"],
-        )
-    )
+    evaluated = evaluate(eval_cfg(ckpt, tmp_path / "e"))
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     pictures = tmp_path / "pictures"
     (pictures / "apple").mkdir(parents=True)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from hydra.types import RunMode
 
 from cifarlab.models import MODELS
 from cifarlab.run.build import instantiate_all
@@ -15,7 +16,7 @@ from cifarlab.training.module import ClassifierModule
 from cifarlab.training.optimizers import EARLY_EPOCHS
 from cifarlab.utils import to_plain_dict
 
-from .conftest import CONF_DIR, compose_config
+from .conftest import CONF_DIR, compose_config, eval_cfg
 
 
 def options(group: str) -> list[str]:
@@ -234,12 +235,7 @@ def test_eval_config_defaults_to_the_checkpoint(
     run_data = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data"]
     for extra in ([], ["data.eval_batch_size=5"]):
         out = tmp_path / str(len(extra))
-        metrics = evaluate(
-            compose_config(
-                "eval",
-                [f"ckpt_path={ckpt}", f"paths.output_dir={out}", "trainer.accelerator=cpu", *extra],
-            )
-        )
+        metrics = evaluate(eval_cfg(ckpt, out, *extra))
         assert metrics["test/acc"] == pytest.approx(trained_lenet["test/acc"], abs=1e-6)
     assert made == [run_data, {**run_data, "eval_batch_size": 5}]
     assert run_data["eval_batch_size"] != 5
@@ -255,3 +251,16 @@ def test_every_trainer_argument_can_be_overridden_without_plus() -> None:
     }
     cfg = compose_config("train", [])
     assert arguments <= set(cfg.trainer), sorted(arguments - set(cfg.trainer))
+
+
+def test_launcher_and_search_configs_compose() -> None:
+    def hydra_node(*overrides: str):
+        return compose_config("train", list(overrides), with_hydra=True).hydra
+
+    slurm = hydra_node("hydra/launcher=slurm").launcher
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1
+    assert hydra_node("hydra/launcher=joblib").launcher._target_.endswith("JoblibLauncher")
+    local = hydra_node("hydra/launcher=submitit_local").launcher
+    assert local._target_.endswith("LocalLauncher")
+    assert hydra_node("hparams_search=optuna_lr_width").mode == RunMode.MULTIRUN
+    assert hydra_node().callbacks.sweep._target_ == "cifarlab.sweeps.summary.SweepCallback"

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import cifarlab.data.batches as tensor_batches
 from cifarlab.data import NORMALIZATIONS, Augment, TensorBatches
 
 from .data_helpers import uint8_batches
@@ -28,7 +29,9 @@ def test_batches_are_the_bits_of_normalizing_the_padded_split_first() -> None:
 
 @pytest.mark.parametrize("pad_mode", ["zeros", "reflect"])
 @pytest.mark.parametrize("flip_mode", ["random", "alternate"])
-def test_batch_gather_path_gives_the_split_paths_batches(pad_mode: str, flip_mode: str) -> None:
+def test_batch_gather_path_gives_the_split_paths_batches(
+    pad_mode: str, flip_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The per-batch path (selected on MPS) is tested here by selecting it on the CPU."""
     images = torch.randint(0, 256, (70, 3, 32, 32), dtype=torch.uint8)
     augment = Augment(crop=True, flip=True, padding=3, pad_mode=pad_mode, flip_mode=flip_mode)
@@ -48,12 +51,18 @@ def test_batch_gather_path_gives_the_split_paths_batches(pad_mode: str, flip_mod
         for gather in ("split", "batch")
     }
     assert paths["split"].gather == "split" and paths["batch"].gather == "batch"
-    split, batch = (list(b) for b in paths.values())
+    split = list(paths["split"])
+    padded = []  # the number of images of each padding on the batch path
+    pad = tensor_batches.pad_images
+    monkeypatch.setattr(
+        tensor_batches, "pad_images", lambda x, *args: padded.append(len(x)) or pad(x, *args)
+    )
+    batch = list(paths["batch"])
     assert len(split) == len(batch) == 5
     for (xs, ys), (xb, yb) in zip(split, batch, strict=True):
         assert torch.equal(xs, xb) and torch.equal(ys, yb)
         assert xb.is_contiguous(memory_format=torch.channels_last)
-    assert paths["batch"]._windows is None  # the batch path never pads the split
+    assert padded and max(padded) <= 16  # a batch at a time, never the split
 
 
 def flips_per_image(images: torch.Tensor, batches: TensorBatches) -> torch.Tensor:

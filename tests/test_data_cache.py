@@ -1,5 +1,6 @@
 """cifarlab.data.cache: the decoded splits on disk, where they go and when they are rebuilt."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,18 +13,27 @@ from cifarlab.files import temp_path
 
 from .conftest import make_folder
 from .data_helpers import datamodule
-from .test_utils import dead_pid, file_size_limit, limit_file_size
+from .os_helpers import dead_pid, file_size_limit, limit_file_size
+
+
+def read_only(monkeypatch: pytest.MonkeyPatch, *folders: Path) -> None:
+    """Makes ``folders`` and all below them read-only (all folders when none are given) to whoever
+    asks ``os.access``, as cifarlab does. Tests run as root, whom chmod does not stop."""
+    can_access = os.access
+
+    def access(path: str | os.PathLike, mode: int, **kwargs: object) -> bool:
+        inside = not folders or any(Path(path).is_relative_to(f) for f in folders)
+        return not (mode & os.W_OK and inside) and can_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
 
 
 def test_read_only_data_folder_gets_its_cache_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Tests run as root, whom chmod does not stop, so a read-only folder is simulated where
-    cifarlab asks (``os.access``, through ``cache._writable``)."""
     root = make_folder(tmp_path / "d", n_train=3, n_test=2)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
-    writable = cache._writable
-    monkeypatch.setattr(cache, "_writable", lambda f: root not in f.parents and writable(f))
+    read_only(monkeypatch, root)
     with caplog.at_level("WARNING", logger="cifarlab"):
         first = load_split("folder", root, "test")
     assert not (root / ".cifarlab-cache").exists()
@@ -36,7 +46,7 @@ def test_read_only_data_folder_gets_its_cache_elsewhere(
     dm = datamodule(root, val_size=2, cache_dir=str(tmp_path / "chosen"))
     assert len(list((tmp_path / "chosen").glob("*/cifarlab-train-v*.pt"))) == 1
     assert torch.equal(dm.splits["test"].images, first.images[class_mixed_order(first.labels)])
-    monkeypatch.setattr(cache, "_writable", lambda f: False)
+    read_only(monkeypatch)
     with pytest.raises(CifarlabError, match=r"data.cache_dir=.*not writable"):
         load_split("folder", root, "test", cache_dir=tmp_path / "locked")
 
@@ -47,7 +57,7 @@ def test_a_read_only_data_folder_with_a_built_cache_uses_it(
     root = make_folder(tmp_path / "d", n_train=3, n_test=2)
     first = load_split("folder", root, "test")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cache, "_writable", lambda f: False)
+    read_only(monkeypatch)
     monkeypatch.setattr(cache, "read_source", lambda *a: pytest.fail("decoded again"))
     assert torch.equal(load_split("folder", root, "test").images, first.images)
 

@@ -15,7 +15,7 @@ from cifarlab.callbacks.divergence import DIVERGED_KEYS, DivergenceGuard
 from cifarlab.run.jobs import train
 from cifarlab.training.module import ClassifierModule
 
-from .test_run import train_cfg
+from .conftest import train_cfg
 
 
 def nan_loss_from_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:

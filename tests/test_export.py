@@ -20,7 +20,7 @@ from cifarlab.models import build_model
 from cifarlab.training.module import ClassifierModule
 
 from .conftest import compose_config
-from .test_utils import file_size_limit, limit_file_size
+from .os_helpers import file_size_limit, limit_file_size
 
 
 class Net(nn.Module):

@@ -22,16 +22,7 @@ from cifarlab.review.figures import (
     save_png,
 )
 
-
-def hand_counts(targets: list[int], predictions: list[int], n: int) -> torch.Tensor:
-    counts = torch.zeros(n, n, dtype=torch.long)
-    for t, p in zip(targets, predictions, strict=True):
-        counts[t, p] += 1
-    return counts
-
-
-TARGETS = [0, 0, 0, 0, 2, 2, 2, 2, 2, 1]
-PREDICTIONS = [0, 0, 0, 2, 2, 0, 2, 1, 2, 1]
+from .figure_helpers import PREDICTIONS, TARGETS, hand_counts
 
 
 def test_torchmetrics_counts_as_by_hand_with_truth_in_rows() -> None:

@@ -6,7 +6,7 @@ import torch
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 
-from .test_models import expected_params, n_params
+from .model_helpers import expected_params, n_params
 
 
 @pytest.mark.parametrize("width", [2, 8])

@@ -4,7 +4,7 @@ import torch
 
 from cifarlab.models import build_model
 
-from .test_models import n_params
+from .model_helpers import n_params
 
 
 def test_reference_size() -> None:

@@ -6,7 +6,7 @@ import torch
 from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 
-from .test_models import n_params, resnet_params
+from .model_helpers import n_params, resnet_params
 
 
 def test_reference_sizes() -> None:

@@ -23,7 +23,7 @@ from cifarlab.run.provenance import (
     write_provenance,
 )
 
-from .conftest import compose_config
+from .conftest import eval_cfg
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
 
@@ -113,17 +113,7 @@ def test_eval_shows_the_commit_of_a_checkpoint_from_a_dirty_tree(
     ckpt[CHECKPOINT_KEY] |= {"git_commit": "f" * 40, "git_dirty": True}
     dirty = tmp_path / "dirty.ckpt"
     torch.save(ckpt, dirty)
-    metrics = evaluate(
-        compose_config(
-            "eval",
-            [
-                f"ckpt_path={dirty}",
-                f"paths.output_dir={tmp_path / 'eval'}",
-                "trainer.enable_progress_bar=false",
-                "trainer.accelerator=cpu",
-            ],
-        )
-    )
+    metrics = evaluate(eval_cfg(dirty, tmp_path / "eval"))
     assert f"trained at commit {'f' * 40} (dirty)" in capsys.readouterr().out
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["ckpt_commit"] == metrics["ckpt_commit"] == "f" * 40 and saved["ckpt_dirty"]

@@ -4,8 +4,6 @@ import importlib.util
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,8 @@ import pytest
 from cifarlab.run.build import build_task
 from cifarlab.run.trainer import build_trainer
 
-from .conftest import CONF_DIR, compose_config
+from .conftest import CONF_DIR, ROOT, compose_config, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # the line of docs/results.md that lists the recipes without a measured row yet
 PENDING = "Recipes not measured on this machine yet:"
@@ -161,21 +158,15 @@ def test_fastnet_recipes_are_airbench94_muons() -> None:
 @pytest.mark.slow
 def test_a_results_row_replays_end_to_end(cifar10_root: Path, tmp_path: Path) -> None:
     """The airplane_vs_bird row's command, shortened to one epoch on tiny data."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "experiment=airplane_vs_bird",
-            f"data.root={cifar10_root}",
-            "data.val_size=10",
-            "trainer.max_epochs=1",
-            f"hydra.run.dir={tmp_path}",
-            "trainer.enable_progress_bar=false",
-        ],
+    proc = run_script(
+        "train.py",
+        "experiment=airplane_vs_bird",
+        f"data.root={cifar10_root}",
+        "data.val_size=10",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())

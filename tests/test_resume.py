@@ -4,23 +4,17 @@ epoch."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
-from packaging.requirements import Requirement
-from packaging.version import Version
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifarlab.errors import CifarlabError
@@ -30,8 +24,8 @@ from cifarlab.run.jobs import train
 from cifarlab.run.resume import CONF_TARGETS, EARLIER_TARGETS, resume_config
 from cifarlab.training.module import ClassifierModule
 
-from .conftest import CONF_DIR, ROOT, compose_config, quick_overrides, run_script
-from .test_run import train_cfg
+from .conftest import CONF_DIR, compose_config, quick_overrides, run_script, train_cfg
+from .injected_callbacks import READY, HoldBeforeSecondEpoch, target_of
 
 RESUME_RUN = [
     "data.source=cifar10",
@@ -50,17 +44,11 @@ RESUME_RUN = [
 ]
 
 
-def overrides_for(root: Path, out: Path, *extra: str) -> list[str]:
-    """quick_overrides with ``extra`` replacing its value of a key."""
-    keys = {o.split("=", 1)[0] for o in extra}
-    return [*[o for o in quick_overrides(root, out) if o.split("=", 1)[0] not in keys], *extra]
-
-
 def test_resume_takes_its_own_command_and_setup_keys_and_refuses_other_changes(
     folder_root: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    command = overrides_for(folder_root, run, "trainer.max_epochs=1", "model.width=4")
+    command = quick_overrides(folder_root, run, "trainer.max_epochs=1", "model.width=4")
     train(compose_config("train", command))
     last = run / "checkpoints" / "last.ckpt"
 
@@ -77,7 +65,7 @@ def test_resume_takes_its_own_command_and_setup_keys_and_refuses_other_changes(
     shutil.copytree(run, moved)
     shutil.copytree(folder_root, data)
     relocated = [
-        *overrides_for(folder_root, moved, f"data.root={data}", "trainer.devices=1"),
+        *quick_overrides(folder_root, moved, f"data.root={data}", "trainer.devices=1"),
         "trainer.max_epochs=1",
         "model.width=4",
         f"ckpt_path={moved / 'checkpoints' / 'last.ckpt'}",
@@ -95,8 +83,8 @@ def test_a_moved_run_resumes_through_train_py_where_it_now_is(
     folder_root: Path, tmp_path: Path
 ) -> None:
     run, moved = tmp_path / "run", tmp_path / "moved"
-    command = overrides_for(folder_root, run, "trainer.max_epochs=2")
-    train(compose_config("train", [*overrides_for(folder_root, run, "trainer.max_epochs=1")]))
+    command = quick_overrides(folder_root, run, "trainer.max_epochs=2")
+    train(train_cfg(folder_root, run, "trainer.max_epochs=1"))
     shutil.copytree(run, moved)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     proc = run_script(
@@ -121,7 +109,7 @@ def test_a_resumed_sweep_job_logs_into_its_own_tensorboard_folder(
     monkeypatch.setattr(loggers, "job_name", lambda: name)
     stop_during(monkeypatch, epoch=1, batch=1, stop=keyboard_interrupt)
     with pytest.raises(SystemExit):
-        train(compose_config("train", overrides_for(folder_root, tmp_path, "trainer.max_epochs=3")))
+        train(train_cfg(folder_root, tmp_path, "trainer.max_epochs=3"))
     monkeypatch.undo()  # the resumed run is not in a multirun
     train(compose_config("train", [f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"]))
     board = tmp_path / "tensorboard"
@@ -152,28 +140,12 @@ def test_last_ckpt_holds_every_epoch_improved_or_not_and_without_validation(
 ) -> None:
     """The tiny task peaks at epoch 0, so epochs 1 and 2 improve nothing."""
     names = saved_names(monkeypatch)
-    metrics = train(
-        compose_config(
-            "train", overrides_for(folder_root, tmp_path, validation, "trainer.max_epochs=3")
-        )
-    )
+    metrics = train(train_cfg(folder_root, tmp_path, validation, "trainer.max_epochs=3"))
     assert names.count("last.ckpt") == 3
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
     assert metrics["last_ckpt"] == str(tmp_path / "checkpoints" / "last.ckpt")
     if validation.endswith("=0"):
         assert metrics["val/acc_best"] is None and metrics["status"] == "completed"
-
-
-def test_lightning_requirement_is_the_range_the_code_runs_on() -> None:
-    """``weights_only=`` in Trainer.fit/test (used by run.py) came with Lightning 2.6."""
-    pyproject = (ROOT / "pyproject.toml").read_text()  # no tomllib before Python 3.11
-    (lightning,) = [Requirement(r) for r in re.findall(r'^\s*"(lightning[^"]*)"', pyproject, re.M)]
-    assert Version(L.__version__) in lightning.specifier
-    assert "2.5.5" not in lightning.specifier and "3.0.0" not in lightning.specifier
-    assert "weights_only" in inspect.signature(L.Trainer.fit).parameters
-    lock = (ROOT / "uv.lock").read_text()
-    locked = lock.split('name = "lightning"\nversion = "', 1)[1].split('"', 1)[0]
-    assert locked in lightning.specifier
 
 
 def stop_during(monkeypatch: pytest.MonkeyPatch, epoch: int, batch: int, stop) -> None:
@@ -316,7 +288,7 @@ def test_a_stored_config_may_name_the_classes_of_conf_and_of_the_command_line(
 
     ckpt = torch.load(trained_lenet["last_ckpt"], weights_only=True)
     config = ckpt["cifarlab_config"]
-    mine = {"_target_": "tests.test_resume.HoldBeforeSecondEpoch", "marker": "held"}
+    mine = {"_target_": target_of(HoldBeforeSecondEpoch), "marker": "held"}
     extended = tmp_path / "extended.ckpt"
     torch.save(
         {**ckpt, "cifarlab_config": {**config, "callbacks": {**config["callbacks"], "hold": mine}}},
@@ -328,8 +300,8 @@ def test_a_stored_config_may_name_the_classes_of_conf_and_of_the_command_line(
     alone = [f"ckpt_path={extended}"]
     with pytest.raises(
         CifarlabError,
-        match=r"builds callbacks.hold from tests.test_resume.HoldBeforeSecondEpoch, .* on the "
-        r"command line as well: \+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch$",
+        match=rf"builds callbacks.hold from {mine['_target_']}, .* on the command line as well: "
+        rf"\+callbacks.hold._target_={mine['_target_']}$",
     ):
         resume_config(compose_config("train", alone), alone)
 
@@ -353,64 +325,31 @@ def test_a_checkpoint_naming_the_earlier_targets_resumes_with_their_names_now(
     given = [f"ckpt_path={earlier}"]
     resumed = resume_config(compose_config("train", given), given)
     assert resumed.callbacks.curves._target_ == "cifarlab.callbacks.curves.EpochCurves"
-    assert resumed.callbacks == OmegaConf.create(
-        {k: v for k, v in config["callbacks"].items() if v}
-    )
-
-
-READY = "cifarlab-test: holding before epoch 1"
-
-
-class HoldBeforeSecondEpoch(L.Callback):
-    """Test only (``+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch``): once the
-    first epoch and its last.ckpt are done, each process prints READY and waits until the run
-    has received SIGTERM (or Ctrl-C, which interrupts the wait), so the test signals a run that
-    is certainly between its first and second epoch.
-
-    It holds once: the resumed run, which builds this callback from the checkpoint's config once
-    the command line names its class again, finds its marker (``marker``.rank<N>) and goes on.
-    """
-
-    def __init__(self, marker: str) -> None:
-        self.marker = Path(marker)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        marker = self.marker.with_name(f"{self.marker.name}.rank{trainer.global_rank}")
-        if trainer.current_epoch != 1 or marker.exists():
-            return
-        marker.touch()
-        print(READY, flush=True)
-        while not trainer.received_sigterm:  # set by Lightning's SIGTERM handler
-            time.sleep(0.01)
+    stored_now = {name: node for name, node in config["callbacks"].items() if node}
+    assert OmegaConf.to_container(resumed.callbacks) == stored_now
 
 
 @pytest.mark.slow
 def test_sigterm_then_resume_through_train_py(folder_root: Path, tmp_path: Path) -> None:
     """The real entry point: a SIGTERM'd run exits 143 and one ckpt_path= finishes it."""
     run = tmp_path / "run"
-    overrides = [o for o in quick_overrides(folder_root, run) if "output_dir" not in o]
-    overrides += [
+    hold = f"+callbacks.hold._target_={target_of(HoldBeforeSecondEpoch)}"
+
+    def stop_when_held(line: str, process: subprocess.Popen) -> None:
+        if line.strip() == READY:
+            process.send_signal(signal.SIGTERM)
+
+    proc = run_script(
+        "train.py",
+        *[o for o in quick_overrides(folder_root, run) if "output_dir" not in o],
         "trainer.max_epochs=3",
         f"hydra.run.dir={run}",
-        "+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch",
+        hold,
         f"+callbacks.hold.marker={tmp_path / 'held'}",
-    ]
-    stderr_file = tmp_path / "stderr.txt"
-    with open(stderr_file, "w") as stderr_sink:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *overrides],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=stderr_sink,
-            text=True,
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:  # ends at READY, or at the end of a run that never got there
-            if line.strip() == READY:
-                proc.send_signal(signal.SIGTERM)
-                break
-        proc.communicate(timeout=300)
-    stderr = stderr_file.read_text()
+        cwd=tmp_path,
+        on_line=stop_when_held,
+    )
+    stderr = proc.stderr
     last = run / "checkpoints" / "last.ckpt"
     assert proc.returncode == 143, stderr[-2000:]
     assert f"train.py ckpt_path={last}" in stderr and "Traceback" not in stderr
@@ -422,7 +361,7 @@ def test_sigterm_then_resume_through_train_py(folder_root: Path, tmp_path: Path)
     assert "Traceback" not in refused.stderr
 
     record = tmp_path / "record"
-    hold = "+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch"  # trusted again
+    # the command line names the class again, so the checkpoint's config may build it
     done = run_script(
         "train.py", f"ckpt_path={last}", hold, f"hydra.run.dir={record}", cwd=tmp_path
     )

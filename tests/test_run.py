@@ -17,27 +17,7 @@ from cifarlab.run import records
 from cifarlab.run.jobs import evaluate, train
 from cifarlab.run.records import report_results
 
-from .conftest import compose_config, quick_overrides
-
-
-def train_cfg(root: Path, out: Path, *extra: str):
-    """A quick run on ``root``; ``extra`` overrides replace quick_overrides' values of a key."""
-    keys = {o.split("=", 1)[0] for o in extra}
-    base = [o for o in quick_overrides(root, out) if o.split("=", 1)[0] not in keys]
-    return compose_config("train", [*base, *extra])
-
-
-def eval_cfg(ckpt: object, out: Path, *extra: str):
-    return compose_config(
-        "eval",
-        [
-            f"ckpt_path={ckpt}",
-            f"paths.output_dir={out}",
-            "trainer.enable_progress_bar=false",
-            "trainer.accelerator=cpu",
-            *extra,
-        ],
-    )
+from .conftest import eval_cfg, train_cfg
 
 
 class ReportOnEveryRank(L.Callback):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 import re
 import subprocess
-import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,30 +14,27 @@ import pytest
 from cifarlab.errors import CifarlabError
 from cifarlab.run.run_folders import check_run_folder, check_sweep_folder
 
-from .conftest import ROOT, run_script
-from .test_review import compose_with_hydra
+from .conftest import compose_config, run_script
 
 
-def resolved(key: str, cwd: Path) -> subprocess.Popen:
-    """train.py printing the folder it would write to, without running anything."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), "--cfg", "all", "--resolve", "-p", key],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def resolved_run_dirs(cwd: Path, processes: int) -> list[subprocess.CompletedProcess]:
+    """train.py printing the folder it would write to, without running anything, in
+    ``processes`` processes started together."""
+    command = ("train.py", "--cfg", "all", "--resolve", "-p", "hydra.run.dir")
+    with ThreadPoolExecutor(processes) as pool:
+        started = [
+            pool.submit(run_script, *command, cwd=cwd, timeout=120) for _ in range(processes)
+        ]
+        return [process.result() for process in started]
 
 
 def test_processes_started_together_get_folders_of_their_own(tmp_path: Path) -> None:
     """``for lr in 0.1 0.01; do train.py optimizer.lr=$lr & done``: named to the second, both
     would write into one folder. (Sweep folders are named by the same resolver.)"""
-    started = [resolved("hydra.run.dir", tmp_path) for _ in range(2)]
     names = []
-    for proc in started:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        names.append(out.strip().rsplit("/", 1)[-1])
+    for proc in resolved_run_dirs(tmp_path, 2):
+        assert proc.returncode == 0, proc.stderr
+        names.append(proc.stdout.strip().rsplit("/", 1)[-1])
     assert names[0] != names[1]
     stamp = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}_[0-9a-f]{4}"
     assert all(re.fullmatch(stamp, name) for name in names), names
@@ -121,7 +118,7 @@ def test_a_sweep_folder_holding_another_sweep_is_refused(tmp_path: Path) -> None
 def test_a_config_keeps_its_folder_name_wherever_it_is_resolved() -> None:
     """Hydra resolves the folder many times, and in launcher workers from a pickled copy of the
     config; every resolution must give the same name, and another config another one."""
-    first, second = compose_with_hydra([]), compose_with_hydra([])
+    first, second = (compose_config("train", [], with_hydra=True) for _ in range(2))
     name = first.hydra.sweep.dir
     assert (
         first.hydra.sweep.dir == name and pickle.loads(pickle.dumps(first)).hydra.sweep.dir == name

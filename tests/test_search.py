@@ -13,16 +13,15 @@ import functools
 import json
 import math
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hydra
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.plugins.launcher import Launcher
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -39,7 +38,7 @@ from cifarlab.sweeps.search_space import override, search_space
 from cifarlab.sweeps.storage import open_storage, trial_id
 
 from . import search_worker
-from .conftest import CONF_DIR, sweep_overrides
+from .conftest import CONF_DIR, compose_config, run_script, sweep_overrides
 
 STUDY = "lr_width"
 
@@ -94,8 +93,7 @@ class StandInLauncher(Launcher):
 @functools.cache
 def search_config() -> DictConfig:
     """``train.py hparams_search=optuna_lr_width`` composed with Hydra's node, once per session."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", ["hparams_search=optuna_lr_width"], return_hydra_config=True)
+    return compose_config("train", ["hparams_search=optuna_lr_width"], with_hydra=True)
 
 
 def direct_search(sweep_dir: Path, seed: int = 42, **changes: object) -> StandInLauncher:
@@ -124,18 +122,16 @@ def table(sweep_dir: Path) -> list[dict[str, str]]:
 
 
 def test_space_from_yaml_gives_optuna_distributions() -> None:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", ["hparams_search=optuna_lr_width"], return_hydra_config=True)
+    cfg = search_config()
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.cifarlab_search.OptunaSearchSweeper"
     assert cfg.hydra.sweeper.metric == "val/acc_best" and cfg.hydra.sweeper.direction == "maximize"
     assert isinstance(instantiate(cfg.hydra.sweeper.pruner), optuna.pruners.MedianPruner)
     for name, pruner in (("hyperband", "HyperbandPruner"), ("none", "NopPruner")):
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            other = compose(
-                "train",
-                ["hparams_search=optuna_lr_width", f"hydra/sweeper/pruner={name}"],
-                return_hydra_config=True,
-            )
+        other = compose_config(
+            "train",
+            ["hparams_search=optuna_lr_width", f"hydra/sweeper/pruner={name}"],
+            with_hydra=True,
+        )
         assert type(instantiate(other.hydra.sweeper.pruner)).__name__ == pruner
     space = search_space(cfg.hydra.sweeper.params)
     assert space == {
@@ -241,7 +237,6 @@ def test_two_workers_on_one_storage_share_n_trials(tmp_path: Path) -> None:
     runs_log, barrier = tmp_path / "runs.txt", tmp_path / "barrier"
     barrier.mkdir()
     command = [
-        sys.executable,
         search_worker.__file__,
         "hparams_search=optuna_lr_width",
         f"hydra.sweeper.storage={url}",
@@ -251,17 +246,19 @@ def test_two_workers_on_one_storage_share_n_trials(tmp_path: Path) -> None:
         "+fake.workers=2",
         "~hydra.callbacks.sweep",  # its summary loads torch, which these workers do not need
     ]
-    workers = [
-        subprocess.Popen(
-            [*command, f"hydra.sweep.dir={tmp_path / f'sweep{n}'}"],
-            cwd=tmp_path,
-            stderr=subprocess.PIPE,
-        )
-        for n in range(2)
-    ]
-    for worker in workers:
-        _, err = worker.communicate(timeout=240)
-        assert worker.returncode == 0, err.decode()[-3000:]
+    with ThreadPoolExecutor(2) as pool:  # two workers at once, as on two machines
+        workers = [
+            pool.submit(
+                run_script,
+                *command,
+                f"hydra.sweep.dir={tmp_path / f'sweep{n}'}",
+                cwd=tmp_path,
+                timeout=240,
+            )
+            for n in range(2)
+        ]
+        for worker in workers:
+            assert worker.result().returncode == 0, worker.result().stderr[-3000:]
     runs = [line.split() for line in runs_log.read_text().splitlines()]
     assert sorted(int(trial) for trial, _, _ in runs) == list(range(4)), "each trial ran once"
     assert len({pid for _, pid, _ in runs}) == 2, "both workers ran trials"

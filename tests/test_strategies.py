@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ from cifarlab.run.records import record_interrupt
 from cifarlab.training.module import ClassifierModule
 
 from .conftest import ROOT, compose_config, quick_overrides, run_script
-from .test_resume import READY
+from .injected_callbacks import READY, HoldBeforeSecondEpoch, target_of
 
 
 def nan_loss(monkeypatch: pytest.MonkeyPatch, from_epoch: int, rank: int | None = None) -> None:
@@ -138,39 +137,32 @@ def interrupt_held_ddp_fork_run(
     folder_root: Path, tmp_path: Path, interrupt: Callable[[subprocess.Popen], None]
 ) -> tuple[int, str, Path]:
     """``train.py trainer=ddp_cpu`` (ddp_fork) whose workers both hold before their second epoch
-    (tests.test_resume.HoldBeforeSecondEpoch) until ``interrupt(process)`` reaches them; returns
+    (injected_callbacks.HoldBeforeSecondEpoch) until ``interrupt(process)`` reaches them; returns
     the exit code, stderr and the run folder."""
     run = tmp_path / "run"
-    overrides = [o for o in quick_overrides(folder_root, run) if "output_dir" not in o]
-    stderr_file = tmp_path / "stderr.txt"
-    with open(stderr_file, "w") as stderr_sink:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "train.py"),
-                *overrides,
-                "trainer=ddp_cpu",
-                "data.batch_size=8",
-                "trainer.max_epochs=3",
-                f"hydra.run.dir={run}",
-                "+callbacks.hold._target_=tests.test_resume.HoldBeforeSecondEpoch",
-                f"+callbacks.hold.marker={tmp_path / 'held'}",
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=stderr_sink,
-            text=True,
-            start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
-        )
-        assert proc.stdout is not None
-        holding = 0
-        for line in proc.stdout:  # ends when both ranks hold, or at the end of the run
-            holding += line.strip() == READY
-            if holding == 2:
-                interrupt(proc)
-                break
-        proc.communicate(timeout=300)
-    return proc.returncode, stderr_file.read_text(), run
+    held = 0
+
+    def interrupt_when_both_hold(line: str, process: subprocess.Popen) -> None:
+        nonlocal held
+        if line.strip() == READY:
+            held += 1
+            if held == 2:  # one line from each rank
+                interrupt(process)
+
+    proc = run_script(
+        "train.py",
+        *[o for o in quick_overrides(folder_root, run) if "output_dir" not in o],
+        "trainer=ddp_cpu",
+        "data.batch_size=8",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+        f"+callbacks.hold._target_={target_of(HoldBeforeSecondEpoch)}",
+        f"+callbacks.hold.marker={tmp_path / 'held'}",
+        cwd=tmp_path,
+        on_line=interrupt_when_both_hold,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+    )
+    return proc.returncode, proc.stderr, run
 
 
 def check_interrupt_record(run: Path, stderr: str) -> None:

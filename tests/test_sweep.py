@@ -1,27 +1,164 @@
-"""cifarlab.sweeps.summary: a failed job's error through Hydra's public JobReturn API; the summary
-as a sweep goes, and what a killed sweep leaves."""
+"""cifarlab.sweeps.summary: how a sweep reports its jobs. A failed job is recorded and the sweep
+goes on (also under the parallel launchers); summary.csv/.md rank the jobs and are rewritten as each
+job starts and ends; a killed sweep leaves its finished jobs and the commands that run the rest.
+
+(What a run writes for TensorBoard is tested in test_callbacks.py.)"""
 
 from __future__ import annotations
 
 import copy
 import csv
 import json
-import os
+import math
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from cifarlab.sweeps.summary import SweepCallback, job_error
+from cifarlab.errors import CifarlabError
+from cifarlab.run.entry import run_entry
+from cifarlab.sweeps.plan import job_name
+from cifarlab.sweeps.rows import collect
+from cifarlab.sweeps.summary import SweepCallback, job_error, write_summary
 from cifarlab.sweeps.summary import main as sweep_main
 
-from .conftest import CONF_DIR, quick_overrides, run_script
-from .test_review import completed
+from .conftest import compose_config, run_script, sweep_overrides
+from .injected_callbacks import kill_this_process_in_job, target_of
+from .sweep_helpers import check_summary, run_sweep
+
+
+def fake_job(sweep: Path, num: int, name: str, metrics: dict | None, record: dict | None) -> None:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(f"- {name}\n")
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    if record is not None:
+        (job / "job.json").write_text(json.dumps({"name": name, **record}))
+
+
+def completed(val: float, test: float, worst: float) -> dict:
+    return {
+        "status": "completed",
+        "val/acc_best": val,
+        "test/acc": test,
+        "test/loss": 1.0,
+        "test/acc_class": {"cat": worst, "dog": 0.9},
+        "wall_time_s": 12.0,
+    }
+
+
+def test_summary_ranks_jobs_and_says_what_happened(tmp_path: Path) -> None:
+    ok = {"status": "completed", "wall_time_s": 3.0}
+    fake_job(tmp_path, 0, "optimizer.lr=0.1", completed(0.5, 0.45, 0.2), ok)
+    fake_job(tmp_path, 1, "optimizer.lr=0.01", completed(0.7, 0.66, 0.4), ok)
+    diverged = {**completed(0.1, 0.1, 0.0), "test/loss": math.nan}
+    fake_job(tmp_path, 2, "optimizer.lr=100.0", diverged, ok)
+    fake_job(
+        tmp_path,
+        3,
+        "optimizer.lr=-1",
+        None,
+        {"status": "failed", "error": "CifarlabError: optimizer.lr=-1 must be positive"},
+    )
+    fake_job(tmp_path, 4, "optimizer.lr=0.5", None, None)
+    (tmp_path / "not_a_job").mkdir()
+
+    rows = write_summary(tmp_path)
+    assert [r["job"] for r in rows] == ["1", "0", "2", "3", "4"]
+    assert [r["status"] for r in rows] == [
+        "completed",
+        "completed",
+        "diverged",
+        "failed",
+        "incomplete",
+    ]
+    assert rows[0]["worst_class"] == "cat" and rows[0]["worst_class_acc"] == 0.4
+    assert rows[0]["wall_time_s"] == 3.0
+    assert "non-finite" in rows[2]["error"] and "lr=-1" in rows[3]["error"]
+    assert rows[4]["overrides"] == "optimizer.lr=0.5"
+    with open(tmp_path / "summary.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["overrides"] for r in table][:2] == ["optimizer.lr=0.01", "optimizer.lr=0.1"]
+    assert table[3]["val/acc_best"] == "" and table[0]["val/acc_best"] == "0.7"
+    md = (tmp_path / "summary.md").read_text()
+    assert "5 jobs, 3 not completed" in md
+    assert md.index("optimizer.lr=0.01") < md.index("optimizer.lr=0.1 ")
+    assert collect(tmp_path) == rows
+
+
+@pytest.fixture
+def multirun_job(tmp_path: Path) -> Iterator[DictConfig]:
+    """Hydra's state inside job 0 of ``train.py -m optimizer.lr=-1,0.01 model.width=4``."""
+    sweep_cmd = ["optimizer.lr=-1,0.01", "model.width=4"]
+    OmegaConf.save({"hydra": {"overrides": {"task": sweep_cmd}}}, tmp_path / "multirun.yaml")
+    job_dir = tmp_path / "0"
+    (job_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(["optimizer.lr=-1", "model.width=4"], job_dir / ".hydra" / "overrides.yaml")
+    cfg = compose_config(
+        "train",
+        ["optimizer.lr=-1", "model.width=4", f"hydra.sweep.dir={tmp_path}"],
+        with_hydra=True,
+    )
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.runtime.output_dir = str(job_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield cfg
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def failed_return(message: str) -> JobReturn:
+    try:
+        raise CifarlabError(message)
+    except CifarlabError as err:
+        error = err
+    failed = JobReturn(overrides=["optimizer.lr=-1"], status=JobStatus.FAILED)
+    failed.return_value = error
+    return failed
+
+
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on(
+    multirun_job: DictConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep_dir = Path(multirun_job.hydra.sweep.dir)
+    assert job_name() == "optimizer.lr=-1", "only the swept key names the job"
+    callback = SweepCallback()
+    callback.on_job_start(multirun_job)
+    job_return = failed_return("optimizer.lr=-1 must be a positive number, e.g. 0.01.")
+    callback.on_job_end(multirun_job, job_return)
+    assert job_return.status == JobStatus.COMPLETED and job_return.return_value is None
+    record = json.loads((sweep_dir / "0" / "job.json").read_text())
+    assert record["status"] == "failed" and record["name"] == "optimizer.lr=-1"
+    assert record["error"].startswith("CifarlabError: optimizer.lr=-1 must be a positive")
+    callback.on_multirun_end(multirun_job)
+    (row,) = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert row["status"] == "failed" and row["overrides"] == "optimizer.lr=-1"
+    assert "| optimizer.lr=-1 | failed |" in capsys.readouterr().out
+
+    strict = SweepCallback(isolate_failures=False)
+    job_return = failed_return("boom")
+    strict.on_job_end(multirun_job, job_return)
+    assert job_return.status == JobStatus.FAILED
+
+
+def test_user_errors_fail_only_their_job_in_a_multirun(multirun_job: DictConfig) -> None:
+    def bad(_: DictConfig) -> None:
+        raise CifarlabError("optimizer.lr=-1 must be a positive number")
+
+    with pytest.raises(CifarlabError):  # Hydra records it as this job's failure
+        run_entry(bad, multirun_job)
+    HydraConfig.instance().cfg = None
+    with pytest.raises(SystemExit):  # a single run ends with the one-paragraph message
+        run_entry(bad, multirun_job)
 
 
 def test_a_failed_jobs_error_comes_from_hydras_public_return_value(
@@ -38,6 +175,21 @@ def test_a_failed_jobs_error_comes_from_hydras_public_return_value(
         job_error(completed)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_parallel_launchers_isolate_failures(
+    folder_root: Path, tmp_path: Path, launcher: list[str]
+) -> None:
+    check_summary(*run_sweep(folder_root, tmp_path, *launcher))
+
+
 GRID = ["optimizer.lr=0.1,0.01,0.001", "model.width=4"]
 JOBS = [[f"optimizer.lr={lr}", "model.width=4"] for lr in ("0.1", "0.01", "0.001")]
 
@@ -45,8 +197,7 @@ JOBS = [[f"optimizer.lr={lr}", "model.width=4"] for lr in ("0.1", "0.01", "0.001
 def grid_sweep(sweep: Path) -> DictConfig:
     """A sweep folder as Hydra leaves it before its first job (``train.py -m`` over GRID), and
     the config its jobs start from."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", [f"hydra.sweep.dir={sweep}"], return_hydra_config=True)
+    cfg = compose_config("train", [f"hydra.sweep.dir={sweep}"], with_hydra=True)
     with read_write(cfg), open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.hydra.job.name = "train"
@@ -132,14 +283,6 @@ def test_the_summary_is_rewritten_as_each_job_starts_and_ends(tmp_path: Path) ->
         HydraConfig.instance().cfg = None
 
 
-def kill_this_process_in_job(job: int) -> None:
-    """Test only, as a callbacks entry (``+callbacks.kill._target_=tests.test_sweep.
-    kill_this_process_in_job +callbacks.kill.job=N``): SIGKILLs the sweep's process when job N
-    builds its callbacks, as the kernel's OOM killer would. Other jobs get no callback."""
-    if HydraConfig.get().job.num == job:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 # what a job does beyond training and testing, left out to keep the test short
 LEAN = [
     "callbacks.class_figures=null",
@@ -154,7 +297,7 @@ def test_a_killed_sweep_keeps_its_finished_jobs_and_says_how_to_run_the_rest(
     folder_root: Path, tmp_path: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    overrides = [o for o in quick_overrides(folder_root, tmp_path) if "output_dir" not in o]
+    overrides = sweep_overrides(folder_root, tmp_path)
     proc = run_script(
         "train.py",
         "-m",
@@ -164,7 +307,7 @@ def test_a_killed_sweep_keeps_its_finished_jobs_and_says_how_to_run_the_rest(
         "model.width=4",
         "optimizer.lr=0.1,0.01,0.001",
         f"hydra.sweep.dir={sweep}",
-        "+callbacks.kill._target_=tests.test_sweep.kill_this_process_in_job",
+        f"+callbacks.kill._target_={target_of(kill_this_process_in_job)}",
         "+callbacks.kill.job=1",
         cwd=tmp_path,
     )

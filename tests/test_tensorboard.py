@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from .conftest import FOLDER_CLASSES
-from .test_review import DIVERGED, GOOD, check_summary, run_sweep
+from .sweep_helpers import DIVERGED, GOOD, check_summary, run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import torch
 
 from cifarlab.run.jobs import evaluate, train
 
-from .conftest import compose_config, quick_overrides, run_script, sweep_overrides
+from .conftest import compose_config, eval_cfg, quick_overrides, run_script, sweep_overrides
 
 
 @pytest.mark.parametrize(
@@ -53,16 +53,7 @@ def test_eval_reproduces_the_runs_test_accuracy(folder_root: Path, tmp_path: Pat
         [*quick_overrides(folder_root, tmp_path / "run"), "model=lenet", "data.classes=[cat,frog]"],
     )
     trained = train(cfg)
-    eval_cfg = compose_config(
-        "eval",
-        [
-            f"ckpt_path={trained['best_ckpt']}",
-            f"paths.output_dir={tmp_path / 'eval'}",
-            "trainer.enable_progress_bar=false",
-            "trainer.accelerator=cpu",
-        ],
-    )
-    evaluated = evaluate(eval_cfg)
+    evaluated = evaluate(eval_cfg(trained["best_ckpt"], tmp_path / "eval"))
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
     assert evaluated["test/acc_class"] == pytest.approx(trained["test/acc_class"], abs=1e-6)
     assert set(evaluated["test/acc_class"]) == {"cat", "frog"}
@@ -89,17 +80,7 @@ def test_resnet_with_cutout_mixup_and_cutmix_trains_and_evaluates(
     assert trained["status"] == "completed" and trained["epochs"] == 2
     hparams = torch.load(trained["last_ckpt"], weights_only=True)["hyper_parameters"]
     assert hparams["batch_aug"] == {"cutout": 8, "mixup_alpha": 0.4, "cutmix_alpha": 1.0}
-    evaluated = evaluate(
-        compose_config(
-            "eval",
-            [
-                f"ckpt_path={trained['best_ckpt']}",
-                f"paths.output_dir={tmp_path / 'eval'}",
-                "trainer.enable_progress_bar=false",
-                "trainer.accelerator=cpu",
-            ],
-        )
-    )
+    evaluated = evaluate(eval_cfg(trained["best_ckpt"], tmp_path / "eval"))
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
 
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,36 +16,7 @@ import torch
 
 from cifarlab.files import FileWriteError, save_torch, temp_path, write_atomic, write_json
 
-
-@contextmanager
-def file_size_limit() -> Iterator[None]:
-    """Lets the code inside cap the size of every file this process writes (``RLIMIT_FSIZE``,
-    set with ``resource.setrlimit``); restores the limit afterwards.
-
-    Writes past the cap fail in the kernel with EFBIG, the way writes to a full disk fail with
-    ENOSPC: a real failed write, and one that binds root too (tests may run as root, whom
-    ``chmod`` does not stop). SIGXFSZ, which the kernel sends with it, would end the process."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
-
-
-def limit_file_size(nbytes: int) -> None:
-    """Inside ``file_size_limit``: no file may grow past ``nbytes`` from now on."""
-    resource.setrlimit(
-        resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
-    )
-
-
-def dead_pid() -> int:
-    """The id of a process that has ended (and whose id is not yet reused)."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
+from .os_helpers import dead_pid, file_size_limit, limit_file_size
 
 
 def test_a_write_the_disk_refuses_names_the_path_and_keeps_the_old_file(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""A sweep over seeds: one line per setting with mean +- std and n; cifarlab.sweeps.compare
-alike."""
+"""cifarlab.sweeps.compare: mean +- std over seeds, one line per setting, in the summary of a sweep
+over seeds and for runs compared by hand."""
 
 import csv
 import json

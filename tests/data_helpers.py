@@ -1,4 +1,4 @@
-"""Helpers shared by the data tests (tests/test_data_*.py, tests/test_datamodule.py)."""
+"""Helpers shared by the data tests (tests/test_data_*.py, tests/test_data_datamodule.py)."""
 
 from pathlib import Path
 

@@ -266,7 +266,7 @@ def ddp_overrides(root: Path, out: Path, *extra: str) -> list[str]:
 
 
 # 128 s on the shared 2 cores; DDP stays in the default suite through
-# test_ddp_cpu_inside_a_hydra_multirun, test_strategies and test_run's ddp_fork report test
+# test_ddp_cpu_inside_a_hydra_multirun, test_strategies and test_run_jobs' ddp_fork report test
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(folder_root: Path, tmp_path: Path) -> None:
     """Same data and global batch: 2 CPU processes reach the 1-process accuracy within noise, each
@@ -369,7 +369,7 @@ def test_compiled_model_trains_on_cpu_and_its_checkpoint_loads_uncompiled(
     folder_root: Path, tmp_path: Path
 ) -> None:
     """torch.compile (a GPU speed option) on the CPU, where it needs a C compiler. That it
-    compiles once per process: tests/test_module.py."""
+    compiles once per process: tests/test_training_module.py."""
     cfg = compose_config(
         "train", [*ddp_overrides(folder_root, tmp_path / "run"), "model.compile=true"]
     )

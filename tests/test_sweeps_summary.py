@@ -2,7 +2,7 @@
 goes on (also under the parallel launchers); summary.csv/.md rank the jobs and are rewritten as each
 job starts and ends; a killed sweep leaves its finished jobs and the commands that run the rest.
 
-(What a run writes for TensorBoard is tested in test_callbacks.py.)"""
+(What a run writes for TensorBoard is tested in test_callbacks_tensorboard.py.)"""
 
 from __future__ import annotations
 

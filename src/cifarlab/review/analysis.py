@@ -4,7 +4,8 @@ can be trusted (expected calibration error, reliability diagram, temperature sca
 
 The numbers come from a test's logits and labels (cifarlab.callbacks.error_analysis collects them
 under any strategy); ``write_analysis_files`` leaves the tables as CSV in the run folder and
-``test_analysis.json`` for the run report (cifarlab.run.jobs), which merges it into metrics.json.
+``test_analysis.json`` for the run report (cifarlab.run.records), which merges it into
+metrics.json.
 """
 
 from __future__ import annotations

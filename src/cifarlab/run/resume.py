@@ -23,7 +23,7 @@ from cifarlab.run.checkpoints import CONFIG_KEY, load_checkpoint
 # where a resumed run may differ from the run it continues: where things are, and on what hardware
 SETUP_KEYS = ("data.root", "paths.*", "trainer.accelerator", "trainer.devices")
 # every _target_ that conf/ gives a run's config (conf/trainer, conf/callbacks, conf/logger): the
-# code a stored config may name on its own (tests/test_resume.py keeps this equal to conf/)
+# code a stored config may name on its own (tests/test_run_resume.py keeps this equal to conf/)
 CONF_TARGETS = frozenset(
     {
         "lightning.pytorch.Trainer",

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
-import cifarlab.config  # noqa: F401 (conf/hydra/default.yaml's ${setup_keys:} resolver)
+import cifarlab  # noqa: F401 (the resolvers conf/hydra/default.yaml composes with)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 FOLDER_CLASSES = ("bird", "cat", "frog")

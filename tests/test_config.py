@@ -97,6 +97,7 @@ def refusal(entry: type[Entry], groups: tuple[str, ...], values: dict[str, Any])
             "callbacks.early_stopping.patience=0 must be a whole number >= 1",
         ),
         ((), {"loss.label_smoothing": 1.0}, "loss.label_smoothing=1.0 must be a number in [0, 1)"),
+        ((), {"ema.decay": 1.0}, "ema.decay=1.0 must be a number in [0, 1)"),
         ((), {"ema.every_n_steps": 0}, "ema.every_n_steps=0 must be a whole number >= 1"),
         (
             (),

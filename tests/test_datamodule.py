@@ -276,3 +276,25 @@ def test_no_validation_images_means_no_validation_and_no_warning(folder_root: Pa
     # with validation images, the same fit validates
     trainer = fit(datamodule(folder_root, val_size=24))
     assert trainer.limit_val_batches == 1.0 and "val/acc" in trainer.callback_metrics
+
+
+def test_splits_are_decoded_once_for_fit_and_test(
+    folder_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning calls prepare_data again for ``trainer.test`` after ``fit``: the process already
+    holds the splits then, and loads nothing a second time."""
+    import cifarlab.data.datamodule as datamodule_module
+
+    loaded: list[str] = []
+
+    def counted_load(*args: object) -> object:
+        loaded.append(str(args[2]))
+        return load_split(*args)
+
+    load_split = datamodule_module.load_split
+    monkeypatch.setattr(datamodule_module, "load_split", counted_load)
+    dm = datamodule(folder_root)  # prepare_data and setup, as for fit
+    dm.prepare_data()  # as for trainer.test
+    dm.setup("test")
+    assert sorted(loaded) == ["test", "train"]
+    assert len(dm.test_dataloader()) > 0

@@ -125,6 +125,15 @@ def test_space_from_yaml_gives_optuna_distributions() -> None:
         cfg = compose("train", ["hparams_search=optuna_lr_width"], return_hydra_config=True)
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.cifarlab_search.OptunaSearchSweeper"
     assert cfg.hydra.sweeper.metric == "val/acc_best" and cfg.hydra.sweeper.direction == "maximize"
+    assert isinstance(instantiate(cfg.hydra.sweeper.pruner), optuna.pruners.MedianPruner)
+    for name, pruner in (("hyperband", "HyperbandPruner"), ("none", "NopPruner")):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            other = compose(
+                "train",
+                ["hparams_search=optuna_lr_width", f"hydra/sweeper/pruner={name}"],
+                return_hydra_config=True,
+            )
+        assert type(instantiate(other.hydra.sweeper.pruner)).__name__ == pruner
     space = search_space(cfg.hydra.sweeper.params)
     assert space == {
         "optimizer.lr": FloatDistribution(1e-4, 0.3, log=True),

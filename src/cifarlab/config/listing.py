@@ -129,7 +129,7 @@ def write_markdown(path: Path, table: str) -> None:
     _, end, tail = rest.partition(TABLE_END)
     if not start or not end:
         raise ValueError(f"{path} has no {TABLE_START} ... {TABLE_END} lines")
-    path.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
+    path.write_text(f"{head}{TABLE_START}\n\n{table}\n\n{TABLE_END}{tail}")
 
 
 def table_in(path: Path) -> str:

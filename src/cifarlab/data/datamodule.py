@@ -117,6 +117,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         return len(self.class_names)
 
     def prepare_data(self) -> None:
+        """Downloads and decodes what the splits need. Lightning calls it again for every
+        ``trainer.test`` after ``fit``; by then this process holds the splits, so it does
+        nothing (a second decode of both splits took a second of a quick start)."""
+        if self.splits:
+            return
         if self.source == "cifar10":
             ensure_cifar10(self.root)
         if self.source == "cifar100":

@@ -11,7 +11,8 @@ first epoch is not timed (warm-up). The sides:
 
 - the raw loop (benchmarks/raw_loop.py), one epoch per call so that each epoch's CPU time is
   measured too (its schedule then spans that epoch: the same work per step);
-- Lightning alone: the raw loop's step as a bare LightningModule (no metrics, no logging) in a
+- Lightning alone: the raw loop's step as a bare LightningModule (no metrics, no logging; the
+  optimizer stepped in the step, as cifarlab's module does by default) in a
   Trainer with no logger, bar, checkpoint or summary, on cifarlab's data path: the cost of
   Lightning's loop itself;
 - cifarlab's ``train()`` with every default feature: the Rich progress bar (drawn to stderr as on
@@ -177,16 +178,26 @@ def raw_loop_steps(root: Path, device: str) -> dict[str, float]:
 
 
 class RawStep(L.LightningModule):
-    """The raw loop's training step as a LightningModule, and nothing else."""
+    """The raw loop's training step as a LightningModule, and nothing else. It steps its
+    optimizer itself (manual optimization), as cifarlab's module does without gradient clipping
+    or accumulation; ``automatic=True`` leaves the step to Lightning's automatic optimization."""
 
-    def __init__(self, lr: float, weight_decay: float, pct_start: float) -> None:
+    def __init__(self, lr: float, weight_decay: float, pct_start: float, automatic: bool = False):
         super().__init__()
         self.net = FC512(width=1)
         self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
+        self.automatic_optimization = automatic
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(self.net(x), y)
+        loss = F.cross_entropy(self.net(x), y)
+        if not self.automatic_optimization:
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            self.lr_schedulers().step()
+        return loss
 
     def configure_optimizers(self) -> dict:
         optimizer = torch.optim.AdamW(

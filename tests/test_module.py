@@ -4,6 +4,7 @@ runs it."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -104,3 +105,49 @@ def test_training_loss_and_accuracy_are_means_over_the_epochs_images(tmp_path) -
     accuracy = sum(correct for _, correct, _ in record.steps) / 5
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(loss, rel=1e-5)
     assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(accuracy)
+
+
+def fitted(root: Path, epochs: int = 2, ckpt_path: Path | None = None, **trainer_kwargs):
+    """A small fc512 fitted with AdamW and the one-cycle schedule on 24 random images, 3 steps
+    an epoch: the module and its trainer."""
+    torch.manual_seed(0)
+    x, y = torch.randn(24, 3, 32, 32), torch.randint(0, 3, (24,))
+    net = module(
+        model={"name": "fc512", "width": 8},
+        optimizer={"name": "adamw", "lr": 3e-3},
+        scheduler={"name": "onecycle"},
+    )
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=root,
+        **trainer_kwargs,
+    )
+    trainer.fit(net, DataLoader(TensorDataset(x, y), batch_size=8), ckpt_path=ckpt_path)
+    return net, trainer
+
+
+def test_the_module_takes_lightnings_automatic_step_itself(tmp_path: Path) -> None:
+    """Without gradient clipping or accumulation the module steps its optimizer and schedule in
+    training_step; a clip that never clips hands the step to Lightning and changes nothing."""
+    own, own_trainer = fitted(tmp_path / "own")
+    automatic, automatic_trainer = fitted(tmp_path / "automatic", gradient_clip_val=1e9)
+    assert not own.automatic_optimization and automatic.automatic_optimization
+    assert own_trainer.global_step == automatic_trainer.global_step == 6
+    assert own.lr_schedulers().last_epoch == automatic.lr_schedulers().last_epoch == 6
+    for name, weights in own.state_dict().items():
+        assert torch.equal(weights, automatic.state_dict()[name]), name
+
+
+def test_a_checkpoint_of_the_other_optimization_mode_resumes_at_its_step(tmp_path: Path) -> None:
+    _, automatic_trainer = fitted(tmp_path, epochs=1, gradient_clip_val=1e9)
+    ckpt = tmp_path / "automatic.ckpt"
+    automatic_trainer.save_checkpoint(ckpt)
+    own, own_trainer = fitted(tmp_path, epochs=2, ckpt_path=ckpt)
+    assert not own.automatic_optimization
+    assert own_trainer.global_step == own.lr_schedulers().last_epoch == 6

@@ -23,10 +23,16 @@ so a library update that changes it fails there, by name, instead of somewhere d
 - Hydra: the jobs its basic sweeper will launch. Its class lives in ``hydra._internal``; its
   static ``split_arguments`` expands a grid in launch order (job ``i`` is the ``i``-th), which
   cifarlab.sweep needs to list the jobs of a stopped sweep that never started.
+- Lightning: the optimizer steps a fit has taken, in a checkpoint's loop state. Lightning counts
+  them in two records, one for automatic and one for manual optimization, and
+  ``trainer.global_step`` reads the one of the mode the module is in; a checkpoint written in the
+  other mode (cifarlab.module chooses the mode from gradient clipping and accumulation) resumes
+  with the count carried over (``carry_optimizer_steps``). No public API sets the count.
 """
 
 from __future__ import annotations
 
+import copy
 import signal
 from collections.abc import Iterable, Sequence
 from multiprocessing.process import BaseProcess
@@ -108,3 +114,21 @@ def averaged_updates(callback: WeightAveraging) -> torch.Tensor:
     if average is None:
         raise RuntimeError("WeightAveraging keeps an average only once fit has set it up")
     return average.n_averaged
+
+
+# the two records of a fit's optimizer steps in a checkpoint's "loops" state (see the docstring)
+AUTOMATIC_STEPS = "epoch_loop.automatic_optimization.optim_progress"
+MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
+
+
+def carry_optimizer_steps(checkpoint: dict[str, Any], automatic: bool) -> None:
+    """Copies the other mode's step count into the record of the mode the resuming module runs in
+    (``automatic``), when that record holds none, so ``trainer.global_step`` continues."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    if AUTOMATIC_STEPS not in loop or MANUAL_STEPS not in loop:
+        return
+    automatic_steps = loop[AUTOMATIC_STEPS]["optimizer"]["step"]
+    if automatic and automatic_steps["total"]["completed"] == 0:
+        loop[AUTOMATIC_STEPS]["optimizer"]["step"] = copy.deepcopy(loop[MANUAL_STEPS])
+    elif not automatic and loop[MANUAL_STEPS]["total"]["completed"] == 0:
+        loop[MANUAL_STEPS] = copy.deepcopy(automatic_steps)

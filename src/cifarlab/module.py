@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from cifarlab.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
+from cifarlab.internals import carry_optimizer_steps
 from cifarlab.models import build_from_config
 from cifarlab.optim import build_optimization, optimizer_steps_per_epoch
 from cifarlab.tta import tta_logits
@@ -159,13 +160,48 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.batch_aug.reseed(self.current_epoch, self.global_rank)
 
+    @property
+    def automatic_optimization(self) -> bool:
+        """Lightning's automatic optimization only for a trainer that clips or accumulates
+        gradients (``trainer.gradient_clip_val``, ``trainer.accumulate_grad_batches``), which it
+        does for us there. Otherwise ``training_step`` takes the step itself (``optimize``): the
+        same zero_grad, backward, optimizer step and schedule step in the same order, without the
+        closure and hook calls around them, about 400 us of Python a step on a 2-core CPU
+        (docs/benchmarks.md), more than a small network's whole step on a GPU."""
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer: no step to take
+            return True
+        return bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        raise AttributeError(
+            "ClassifierModule chooses its optimization from its trainer's gradient clipping and "
+            "accumulation; it cannot be set."
+        )
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
         x, targets = self.batch_aug(x, y)
         logits = self(x)
         loss = targets.loss(logits, self._criterion)
         self.train_sums.add(loss.detach(), logits.detach(), targets.dominant)
+        if not self.automatic_optimization:
+            self.optimize(loss)
         return loss
+
+    def optimize(self, loss: torch.Tensor) -> None:
+        """One optimizer step on ``loss`` as Lightning's automatic optimization takes it: the
+        Lightning optimizer and ``manual_backward`` keep what the strategy and precision add
+        (DDP's gradient averaging, mixed precision's loss scaling, callbacks' hooks)."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
 
     def train_epoch_metrics(self) -> dict[str, torch.Tensor]:
         """The mean training loss and accuracy of the epoch's images on every process; the next
@@ -239,6 +275,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_acc_best.update(checkpoint["val_acc_best"])
+        carry_optimizer_steps(checkpoint, self.automatic_optimization)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         return self._eval_step(batch, "test")

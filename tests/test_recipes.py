@@ -10,6 +10,7 @@ import pytest
 
 from cifarlab.accelerators import build_trainer
 from cifarlab.build import build_task
+from cifarlab.config import TrainConfig, validate
 
 from .conftest import CONF_DIR, ROOT, compose_config, run_script
 
@@ -91,6 +92,7 @@ def test_recipes_stay_within_20_epochs_and_accept_overrides(recipe: str, tmp_pat
             f"paths.output_dir={tmp_path}",
         ],
     )
+    validate(cfg, TrainConfig)
     datamodule, module = build_task(cfg)
     trainer = build_trainer(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     assert trainer.max_epochs == 1 and datamodule.hparams.seed == 3

@@ -30,7 +30,6 @@ from lightning.fabric.plugins.environments import (
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch import nn
 
 from cifarlab.errors import CifarlabError
 from cifarlab.host_memory import keep_freed_memory
@@ -39,8 +38,6 @@ from cifarlab.utils import in_multirun, log, usable_cpus
 
 # Lightning's strategy names that start their processes with multiprocessing inside this job
 IN_PROCESS_DDP = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
-# trainer.float32_matmul_precision (applied by cifarlab; every other key is a Trainer argument)
-MATMUL_PRECISIONS = ("highest", "high", "medium")
 # launchers that start one process per device themselves (Kubeflow is not auto-detectable)
 CLUSTER_ENVIRONMENTS = (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)
 # how long the job's process waits for ddp_spawn/ddp_fork workers to stop after a SIGTERM (they
@@ -220,36 +217,25 @@ def _wait_for(workers: list[mp.process.BaseProcess]) -> None:
         )
 
 
-def apply_gpu_presets(matmul_precision: Any) -> None:
-    """``trainer.float32_matmul_precision``: TF32 tensor cores for float32 matmuls ("high") on
-    Ampere and newer; null leaves torch's setting alone. (cuDNN autotuning is Lightning's own
-    ``trainer.benchmark``.)"""
-    if matmul_precision is None:
-        return
-    if matmul_precision not in MATMUL_PRECISIONS:
-        raise CifarlabError(
-            f"trainer.float32_matmul_precision={matmul_precision!r} is not one of "
-            f"{', '.join(MATMUL_PRECISIONS)} (or null to leave torch's default)."
-        )
-    torch.set_float32_matmul_precision(matmul_precision)
+def build_trainer(
+    trainer_cfg: DictConfig, hardware: Mapping[str, Any] | None = None, **kwargs: Any
+) -> L.Trainer:
+    """Checks the config against the hardware, applies the ``hardware`` settings, then
+    instantiates the Trainer; Lightning's refusals become one paragraph.
 
-
-def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
-    """Checks the config, then instantiates the Trainer; Lightning's refusals become one paragraph.
-
-    Lightning validates precision, accelerator and strategy names as it builds the Trainer (e.g.
-    ``precision=16-mixed`` on a CPU); its message is kept, the traceback dropped.
+    ``hardware.float32_matmul_precision``: "high" = TF32 tensor cores for float32 matmuls on
+    Ampere and newer, null leaves torch's setting alone (cuDNN autotuning is Lightning's own
+    ``trainer.benchmark``); ``hardware.keep_freed_host_memory``: auto = when the Trainer runs on
+    the CPU. Lightning validates precision, accelerator and strategy names as it builds the
+    Trainer (e.g. ``precision=16-mixed`` on a CPU); its message is kept, the traceback dropped.
     """
     check_trainer_config(trainer_cfg)
+    hardware = hardware or {}
+    if hardware.get("float32_matmul_precision") is not None:
+        torch.set_float32_matmul_precision(hardware["float32_matmul_precision"])
+    keep_memory = hardware.get("keep_freed_host_memory", "auto")
     arguments = OmegaConf.to_container(trainer_cfg, resolve=True)
     assert isinstance(arguments, dict)
-    apply_gpu_presets(arguments.pop("float32_matmul_precision", None))
-    keep_memory = arguments.pop("keep_freed_host_memory", "auto")
-    if keep_memory not in ("auto", True, False):
-        raise CifarlabError(
-            f"trainer.keep_freed_host_memory={keep_memory!r} must be auto (on when training "
-            "runs on the CPU), true or false."
-        )
     try:
         trainer = instantiate(arguments, **kwargs)
     except InstantiationException as err:
@@ -273,17 +259,3 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     ):
         keep_freed_memory()
     return trainer
-
-
-def check_speed_options(net: nn.Module, *, compile_net: bool, channels_last: bool) -> None:
-    """Validates the GPU speed options and converts ``net`` to channels_last in place.
-
-    ``channels_last`` stores conv weights NHWC to match the batches of ``data.channels_last``
-    (tensor cores prefer it; mixing layouts costs a conversion per layer); the state_dict keys stay
-    those of the plain net. Compiling is left to ``ClassifierModule.configure_model``.
-    """
-    for name, value in (("model.compile", compile_net), ("data.channels_last", channels_last)):
-        if not isinstance(value, bool):
-            raise CifarlabError(f"{name}={value!r} must be true or false.")
-    if channels_last:
-        net.to(memory_format=torch.channels_last)

@@ -28,12 +28,12 @@ from cifarlab.checkpoints import (
     RandomStates,
     ResumableTrainingState,
 )
+from cifarlab.config.learning import data_conflict
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.divergence import DivergenceGuard
 from cifarlab.ema import WeightEMA
 from cifarlab.errors import CifarlabError
 from cifarlab.module import ClassifierModule
-from cifarlab.optim import build_optimizer
 from cifarlab.provenance import RunProvenance, own_folder
 from cifarlab.resume import pin_logger_versions
 from cifarlab.utils import to_plain_dict
@@ -59,7 +59,7 @@ def instantiate_all(group: DictConfig | None, **overrides: dict[str, Any]) -> li
 
 
 def build_task(cfg: DictConfig) -> tuple[CIFAR10DataModule, ClassifierModule]:
-    """The DataModule and the ClassifierModule of a training run; a bad optimizer stops us here."""
+    """The DataModule and the ClassifierModule of a training run."""
     datamodule = CIFAR10DataModule(**to_plain_dict(cfg.data), seed=cfg.seed)
     module = ClassifierModule(
         model=to_plain_dict(cfg.model),
@@ -71,7 +71,6 @@ def build_task(cfg: DictConfig) -> tuple[CIFAR10DataModule, ClassifierModule]:
         tta=cfg.get("tta", "none"),
         batch_aug=to_plain_dict(cfg.get("batch_aug")),
     )
-    build_optimizer(module.net, module.hparams.optimizer)
     return datamodule, module
 
 
@@ -89,6 +88,9 @@ def build_eval_task(
     stored_data = hparams.get("data") or {}
     _check_known(cfg.ckpt_path, "data settings", stored_data, CIFAR10DataModule)
     overrides = {k: v for k, v in to_plain_dict(cfg.get("data")).items() if v is not None}
+    problem = data_conflict({**stored_data, **overrides})
+    if problem:
+        raise CifarlabError(f"The checkpoint's data settings with these overrides: {problem}")
     datamodule = CIFAR10DataModule(**{**stored_data, **overrides})
     if datamodule.class_names != hparams["class_names"]:
         raise CifarlabError(
@@ -177,6 +179,7 @@ def build_fit_trainer(cfg: DictConfig, record_provenance: bool = True) -> L.Trai
     ]
     return build_trainer(
         cfg.trainer,
+        cfg.get("hardware"),
         callbacks=[*callbacks, *safety],
         logger=loggers or False,
         **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),

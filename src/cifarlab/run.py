@@ -46,7 +46,7 @@ from cifarlab.report import (
     print_analysis,
 )
 from cifarlab.resume import interrupted_message, resume_config
-from cifarlab.tune import check_tune, find_lr
+from cifarlab.tune import find_lr
 from cifarlab.utils import FileWriteError, log, write_json
 
 
@@ -61,7 +61,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build_task(cfg)
-    check_tune(cfg.get("tune"))
     if cfg.get("tune"):
         record_run(own_folder(cfg), device=cfg.trainer.get("accelerator", "auto"))
         return find_lr(cfg, module, datamodule, output_dir)
@@ -248,7 +247,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ]
     if calibrate:
         callbacks.append(TemperatureFit(sidecar, str(cfg.ckpt_path)))
-    trainer = build_trainer(cfg.trainer, logger=False, callbacks=callbacks)
+    trainer = build_trainer(cfg.trainer, cfg.get("hardware"), logger=False, callbacks=callbacks)
     made_by = ckpt.get(CHECKPOINT_KEY) or {"git_commit": "unknown (the checkpoint records none)"}
     if trainer.is_global_zero:
         print(f"Checkpoint {cfg.ckpt_path} was trained at commit {describe_commit(made_by)}")
@@ -277,8 +276,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def check_calibrate(cfg: DictConfig, datamodule: L.LightningDataModule) -> bool:
     """``calibrate=true`` needs images held out from training to fit the temperature on."""
     calibrate = cfg.get("calibrate", False)
-    if not isinstance(calibrate, bool):
-        raise CifarlabError(f"calibrate={calibrate!r} must be true or false.")
     if calibrate and datamodule.val_size == 0:
         raise CifarlabError(
             "calibrate=true fits the temperature on the validation split, and this checkpoint's "

@@ -20,16 +20,6 @@ from cifarlab.errors import CifarlabError
 from cifarlab.figures import save_png
 from cifarlab.utils import to_plain_dict, write_json
 
-TUNERS = ("lr_find",)
-
-
-def check_tune(value: Any) -> None:
-    if value is not None and value not in TUNERS:
-        raise CifarlabError(
-            f"tune={value!r} is not known; use tune=lr_find (the learning-rate finder) or leave "
-            "tune out to train."
-        )
-
 
 def find_lr(
     cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path
@@ -45,6 +35,7 @@ def find_lr(
     # one); a finite max_epochs keeps the schedule's step count finite while it is built
     trainer = build_trainer(
         cfg.trainer,
+        cfg.get("hardware"),
         callbacks=[],
         logger=False,
         default_root_dir=str(output_dir),

@@ -170,7 +170,6 @@ CIFAR100_COARSE = (
     "vehicles_1",
     "vehicles_2",
 )
-SOURCES = ("cifar10", "cifar100", "folder")
 LABEL_TYPES = {"fine": CIFAR100_FINE, "coarse": CIFAR100_COARSE}
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_DIR = "cifar-10-batches-py"

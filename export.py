@@ -9,9 +9,16 @@ import hydra
 from omegaconf import DictConfig
 
 import cifarlab.run.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
-from cifarlab.inference.export import export
+from cifarlab.config import ExportConfig, validate
+from cifarlab.inference.export import export as run_export
 from cifarlab.run.entry import run_entry
 from cifarlab.run.provenance import record_run
+
+
+def export(cfg: DictConfig) -> dict:
+    """Checks the config against its declaration before the checkpoint is read."""
+    validate(cfg, ExportConfig)
+    return run_export(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")

@@ -11,9 +11,16 @@ import hydra
 from omegaconf import DictConfig
 
 import cifarlab.run.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
-from cifarlab.inference.predict import predict
+from cifarlab.config import PredictConfig, validate
+from cifarlab.inference.predict import predict as run_predict
 from cifarlab.run.entry import run_entry
 from cifarlab.run.provenance import record_run
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Checks the config against its declaration before the checkpoint is read."""
+    validate(cfg, PredictConfig)
+    return run_predict(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

@@ -1,21 +1,21 @@
 """Train a model on CIFAR-10: ``python train.py model=lenet trainer.max_epochs=2``.
 
-Configs live in conf/ (train.yaml is the entry); ``python train.py --help`` lists the groups.
+Configs live in conf/ (train.yaml is the entry); ``python train.py --help`` lists the groups
+and every key.
 """
 
 import hydra
 from omegaconf import DictConfig
 
 import cifarlab.run.run_folders  # noqa: F401 (the ${unique_now:} resolver that names run folders)
-from cifarlab.run.checks import check_model, check_optimizer
+from cifarlab.config import TrainConfig, validate
 from cifarlab.run.entry import run_entry
 
 
 def train(cfg: DictConfig) -> dict:
-    """Checks what needs no heavy library first, so --help and mistakes answer at once; Lightning,
-    torchmetrics and torchvision are imported only when training starts."""
-    check_model(cfg.model)
-    check_optimizer(cfg.optimizer)
+    """Checks the config against its declaration first, so --help and mistakes answer at once;
+    Lightning, torchmetrics and torchvision are imported only when training starts."""
+    validate(cfg, TrainConfig)
     from cifarlab.run.jobs import train as run_train
 
     return run_train(cfg)

@@ -1,4 +1,4 @@
-"""Training speed on the CPU with and without ``trainer.keep_freed_host_memory`` (one table).
+"""Training speed on the CPU with and without ``hardware.keep_freed_host_memory`` (one table).
 
     uv run python benchmarks/bench_host_memory.py [--widths 32 64] [--batch 2000] [--repeats 2]
 

@@ -122,7 +122,7 @@ def time_phases(out: Path, train_args: list[str]) -> None:
     import lightning as L
     from torch.utils.tensorboard.writer import SummaryWriter
 
-    import cifarlab.run.checks  # noqa: F401
+    import cifarlab.config  # noqa: F401
     from cifarlab.callbacks import class_figures, console, curves, image_grids
     from cifarlab.data import datamodule
     from cifarlab.review import report
@@ -263,7 +263,7 @@ def main() -> None:
     for phase, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):
         print(f"| {phase} | {seconds:.2f} | {seconds / wall:.0%} |")
 
-    ours = import_seconds("import hydra, cifarlab.run.checks, cifarlab.run.jobs", env)
+    ours = import_seconds("import hydra, cifarlab.config, cifarlab.run.jobs", env)
     theirs = import_seconds("import torch, cifarlab.models.lenet", env)
     print("\nimports by package (`python -X importtime`, seconds)\n")
     print("| package | cifarlab's run | plain script |\n| --- | --- | --- |")

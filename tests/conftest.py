@@ -23,6 +23,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
+import cifarlab  # noqa: F401 (the resolvers conf/hydra/default.yaml composes with)
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 FOLDER_CLASSES = ("bird", "cat", "frog")
 

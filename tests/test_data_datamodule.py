@@ -193,8 +193,6 @@ def test_augment_options(folder_root: Path) -> None:
     flip_only = datamodule(folder_root, augment="flip", crop_padding=2, flip_mode="alternate")
     assert flip_only.augmentation == "flip"
     assert flip_only.train_augment == Augment(flip=True, padding=2, flip_mode="alternate")
-    with pytest.raises(CifarlabError, match="data.augment"):
-        CIFAR10DataModule(source="folder", root=str(folder_root), augment="rotate")
 
 
 def test_augmented_run_end_to_end(
@@ -237,29 +235,7 @@ def test_augmented_run_end_to_end(
         assert all(after[i] == 1 - before[i] for i in before.keys() & after.keys())
 
 
-@pytest.mark.parametrize(
-    ("option", "needle"),
-    [
-        ({"crop_padding": -1}, "data.crop_padding=-1"),
-        ({"crop_padding": 32, "pad_mode": "reflect"}, "below 32"),
-        ({"pad_mode": "edge"}, "data.pad_mode='edge'"),
-        ({"flip_mode": "always"}, "data.flip_mode='always'"),
-        ({"gather": "gpu"}, "data.gather='gpu'"),
-        ({"drop_last": "yes"}, "data.drop_last='yes'"),
-    ],
-)
-def test_bad_augmentation_options_are_refused(folder_root: Path, option: dict, needle: str) -> None:
-    with pytest.raises(CifarlabError, match=re.escape(needle)):
-        CIFAR10DataModule(source="folder", root=str(folder_root), **option)
-
-
-def test_bad_settings_are_refused(folder_root: Path) -> None:
-    with pytest.raises(CifarlabError, match="data.source"):
-        CIFAR10DataModule(source="imagenet")
-    with pytest.raises(CifarlabError, match="data.batch_size"):
-        CIFAR10DataModule(source="folder", root=str(folder_root), batch_size=0)
-    with pytest.raises(CifarlabError, match="data.normalize"):
-        CIFAR10DataModule(source="folder", root=str(folder_root), normalize="imagenet")
+def test_a_val_size_the_data_cannot_take_is_refused(folder_root: Path) -> None:
     dm = CIFAR10DataModule(source="folder", root=str(folder_root), val_size=120)
     with pytest.raises(CifarlabError, match="val_size=120"):
         dm.setup()

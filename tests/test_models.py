@@ -1,5 +1,5 @@
-"""The model registry (cifarlab.models): every model by name, its output and size, the checks of
-its settings, and the state_dict names that checkpoints written before hold."""
+"""The model registry (cifarlab.models): every model by name, its output and size, the options it
+takes, and the state_dict names that checkpoints written before hold."""
 
 import json
 from pathlib import Path
@@ -44,23 +44,6 @@ def test_state_dict_names_are_those_of_earlier_checkpoints() -> None:
         build_model(name, 10, 4).load_state_dict(
             {k: torch.zeros(shape) for k, shape in names.items()}
         )
-
-
-@pytest.mark.parametrize(
-    ("name", "width", "needle"),
-    [
-        ("resnet50", 8, "not known"),
-        ("resnet", 0, "positive"),
-        ("lenet", 0, "positive"),
-        ("fc512", -3, "positive"),
-        ("bn_cnn", 7, "even"),
-        ("bn_cnn", 1, "even"),
-    ],
-)
-def test_bad_model_settings_are_named(name: str, width: int, needle: str) -> None:
-    with pytest.raises(CifarlabError, match=needle) as info:
-        build_model(name, 10, width)
-    assert str(width) in str(info.value) or name in str(info.value)
 
 
 def test_a_model_config_node_builds_its_net_with_its_options() -> None:

@@ -32,8 +32,6 @@ def test_bn_cnn_dropout_is_applied_only_in_training() -> None:
     assert not torch.equal(a, model(x))
 
 
-def test_bad_batchnorm_flag_is_named() -> None:
-    with pytest.raises(CifarlabError, match="model.batchnorm='no'"):
-        build_model("bn_cnn", 10, 8, batchnorm="no")
+def test_an_option_the_model_does_not_take_is_named() -> None:
     with pytest.raises(CifarlabError, match="does not take"):
         build_model("lenet", 10, 6, batchnorm=False)

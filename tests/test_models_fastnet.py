@@ -4,13 +4,10 @@ its bias trains early on, also under DDP."""
 import json
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from cifarlab.data import CIFAR10DataModule
-from cifarlab.errors import CifarlabError
-from cifarlab.models import build_model
 from cifarlab.models.fastnet import FastNet, whitening_filters
 from cifarlab.run.jobs import train
 from cifarlab.training.module import ClassifierModule
@@ -99,14 +96,11 @@ def test_ddp_run_across_the_whitening_bias_epochs_completes(
     assert bias_group["lr"] == 0.0 and all(g["lr"] > 0 for g in groups if g is not bias_group)
 
 
-def test_whitening_weight_never_trains_and_a_bad_bias_epochs_is_refused() -> None:
+def test_whitening_weight_never_trains() -> None:
     net = FastNet(num_classes=3, width=4, whiten_bias_epochs=2)
     net.init_whitening(torch.randn(50, 3, 32, 32))
     assert not net.whiten.weight.requires_grad and net.whiten.bias.requires_grad
     assert net.early_params() == ([net.whiten.bias], 2)
-    for bad in (-1, 1.5):
-        with pytest.raises(CifarlabError, match=rf"model.whiten_bias_epochs={bad} must be a whole"):
-            build_model("fastnet", 3, 4, whiten_bias_epochs=bad)
 
 
 def test_untrained_fastnet_without_a_datamodule_is_refused(tmp_path: Path) -> None:

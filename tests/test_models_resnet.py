@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from cifarlab.errors import CifarlabError
 from cifarlab.models import build_model
 
 from .model_helpers import n_params, resnet_params
@@ -40,17 +39,3 @@ def test_resnet_keeps_32x32_until_the_first_stage_and_halves_three_times() -> No
         (16, 8, 8),
         (32, 4, 4),
     ]
-
-
-@pytest.mark.parametrize(
-    ("options", "needle"),
-    [
-        ({"depth": 50}, "model.depth=50"),
-        ({"depth": True}, "model.depth=True"),
-        ({"depth": "18"}, "model.depth='18'"),
-    ],
-)
-def test_bad_resnet_depth_is_named(options: dict, needle: str) -> None:
-    with pytest.raises(CifarlabError, match="18.*34") as info:
-        build_model("resnet", 10, 8, **options)
-    assert needle in str(info.value)

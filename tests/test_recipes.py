@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cifarlab.config import TrainConfig, validate
 from cifarlab.run.build import build_task
 from cifarlab.run.trainer import build_trainer
 
@@ -91,6 +92,7 @@ def test_recipes_stay_within_20_epochs_and_accept_overrides(recipe: str, tmp_pat
             f"paths.output_dir={tmp_path}",
         ],
     )
+    validate(cfg, TrainConfig)
     datamodule, module = build_task(cfg)
     trainer = build_trainer(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     assert trainer.max_epochs == 1 and datamodule.hparams.seed == 3

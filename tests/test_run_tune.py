@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab.errors import CifarlabError
 from cifarlab.run.jobs import train
 
 from .conftest import compose_config, quick_overrides
@@ -27,9 +26,3 @@ def test_lr_find_saves_plot_and_suggestion(
     assert f"train.py optimizer.lr={saved['suggested_lr']:.3g}" in capsys.readouterr().out
     assert (tmp_path / "lr_find.png").stat().st_size > 1000
     assert not (tmp_path / "metrics.json").exists()  # nothing was trained
-
-
-def test_unknown_tuner_is_refused(folder_root: Path, tmp_path: Path) -> None:
-    cfg = compose_config("train", [*quick_overrides(folder_root, tmp_path), "tune=batch_size"])
-    with pytest.raises(CifarlabError, match="tune='batch_size' is not known"):
-        train(cfg)

@@ -9,8 +9,6 @@ from typing import Any
 import lightning as L
 import torch
 
-from cifarlab.errors import CifarlabError
-
 # what DivergenceGuard leaves in trainer.callback_metrics (which also reach a ddp_spawn/fork parent)
 DIVERGED_KEYS = ("diverged/epoch", "diverged/batch", "diverged/loss")
 
@@ -45,11 +43,6 @@ class DivergenceGuard(L.Callback):
     """
 
     def __init__(self, check_every_n_steps: int = 100) -> None:
-        if not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
-            raise CifarlabError(
-                f"divergence_check_every_n_steps={check_every_n_steps!r} must be a whole number "
-                ">= 1 (how many training steps pass between reads of the loss check)."
-            )
         self.every = check_every_n_steps
         self.diverged = False
         self.mean_loss: float | None = None

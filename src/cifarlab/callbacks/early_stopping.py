@@ -6,8 +6,6 @@ import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-from cifarlab.errors import CifarlabError
-
 
 def early_stopping(
     enabled: bool = False,
@@ -24,20 +22,6 @@ def early_stopping(
     """
     if not enabled:
         return None
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise CifarlabError(
-            f"callbacks.early_stopping.patience={patience!r} must be a whole number >= 1 "
-            "(validations without improvement before stopping)."
-        )
-    if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or min_delta < 0:
-        raise CifarlabError(
-            f"callbacks.early_stopping.min_delta={min_delta!r} must be a number >= 0 (the "
-            "smallest change that counts as an improvement, e.g. 0.001)."
-        )
-    if mode not in ("max", "min"):
-        raise CifarlabError(
-            f"callbacks.early_stopping.mode={mode!r} must be max (accuracy) or min (loss)."
-        )
     return EarlyStopping(monitor=monitor, mode=mode, patience=patience, min_delta=min_delta)
 
 

@@ -25,10 +25,6 @@ from cifarlab.data.augment import (
 )
 from cifarlab.data.normalization import FusedNormalize
 
-# how a batch is cropped: "split" pads the whole split once (one gather per batch), "batch" pads and
-# crops each batch (never holds more than a batch; MPS may copy the split path's view whole)
-GATHERS = ("auto", "split", "batch")
-
 
 def _generator(*key: object) -> torch.Generator:
     """A CPU generator for ``key`` (e.g. seed, epoch, rank, purpose): a separate stream for every
@@ -104,7 +100,10 @@ class TensorBatches:
     Each epoch's order, crops and flips come from ``epoch_draws`` in one host-to-device copy; a
     step then only indexes, flips and normalizes on the device. Images stay uint8 until a batch is
     gathered (a quarter of the memory of normalized floats); normalizing the gathered pixels gives
-    the same bits as normalizing the split first. ``gather`` picks how crops are cut (``GATHERS``).
+    the same bits as normalizing the split first. ``gather`` picks how crops are cut: ``split``
+    pads the whole split once (one gather per batch), ``batch`` pads and crops each batch (never
+    holds more than a batch; MPS may copy the split path's view whole), ``auto`` is ``batch`` on
+    MPS and ``split`` elsewhere.
     """
 
     def __init__(

@@ -12,98 +12,15 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from cifarlab.data.augment import (
-    AUGMENTATIONS,
-    FLIP_MODES,
-    NO_AUGMENT,
-    PAD_MODES,
-    Augment,
-    parse_augment,
-)
-from cifarlab.data.batches import GATHERS, TensorBatches
+from cifarlab.data.augment import AUGMENTATIONS, NO_AUGMENT, Augment, parse_augment
+from cifarlab.data.batches import TensorBatches
 from cifarlab.data.cache import load_split
-from cifarlab.data.cifar import LABEL_TYPES, ensure_cifar10, ensure_cifar100
+from cifarlab.data.cifar import ensure_cifar10, ensure_cifar100
 from cifarlab.data.image_set import ImageSet
 from cifarlab.data.normalization import NORMALIZATIONS, normalize
-from cifarlab.data.sources import SOURCES, source_classes
+from cifarlab.data.sources import source_classes
 from cifarlab.data.splits import hold_out, subset
 from cifarlab.errors import CifarlabError
-
-
-def _check_settings(
-    source: object, normalize: object, batch_size: object, eval_batch_size: object, val_size: object
-) -> None:
-    """Refuses a bad ``data.*`` value at construction, before any image is read, by its key."""
-    if source not in SOURCES:
-        raise CifarlabError(
-            f"data.source={source!r} is not known; use data.source=cifar10 or cifar100 "
-            "(torchvision's downloads) or data.source=folder data.root=PATH (train/<class>/*, "
-            "test/<class>/*)."
-        )
-    if normalize not in NORMALIZATIONS:
-        raise CifarlabError(
-            f"data.normalize={normalize!r} is not known; use one of "
-            f"{', '.join(NORMALIZATIONS)} (CIFAR-10's per-channel statistics, or the "
-            "tutorial's 0.5)."
-        )
-    for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-        if not isinstance(value, int) or value <= 0:
-            raise CifarlabError(f"data.{name}={value!r} must be a positive integer.")
-    if not isinstance(val_size, int) or val_size < 0:
-        raise CifarlabError(f"data.val_size={val_size!r} must be a whole number >= 0.")
-
-
-def _check_label_type(source: object, label_type: object) -> None:
-    """CIFAR-100 has two labelings; the other sources have one, so only ``fine`` fits them."""
-    if label_type not in LABEL_TYPES:
-        raise CifarlabError(
-            f"data.label_type={label_type!r} is not known; use fine (CIFAR-100's 100 classes) or "
-            "coarse (its 20 superclasses)."
-        )
-    if label_type != "fine" and source != "cifar100":
-        raise CifarlabError(
-            f"data.label_type={label_type} is for data.source=cifar100 only; data.source={source} "
-            "has one set of labels. Drop data.label_type, or use data.source=cifar100."
-        )
-
-
-def _check_image_size(source: object, image_size: object) -> None:
-    """A folder's images are converted to any square size; CIFAR's are 32x32 as stored. Below
-    16 pixels LeNet's two conv-and-pool stages leave nothing to classify."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
-        raise CifarlabError(
-            f"data.image_size={image_size!r} must be a whole number >= 16 (the side, in pixels, "
-            "that every image is converted to; default 32)."
-        )
-    if image_size != 32 and source != "folder":
-        raise CifarlabError(
-            f"data.image_size={image_size} is for data.source=folder; data.source={source} "
-            "images are 32x32 as stored. Drop data.image_size."
-        )
-
-
-def _check_augment_options(
-    crop_padding: object, pad_mode: object, flip_mode: object, gather: object, drop_last: object
-) -> None:
-    """``_check_settings`` for the keys that shape the training batches."""
-    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
-        raise CifarlabError(
-            f"data.crop_padding={crop_padding!r} must be a whole number >= 0 (pixels added on "
-            "each side before a random crop; 4 is the usual CIFAR-10 choice)."
-        )
-    choices = (("pad_mode", pad_mode, PAD_MODES), ("flip_mode", flip_mode, FLIP_MODES))
-    for name, value, allowed in (*choices, ("gather", gather, GATHERS)):
-        if value not in allowed:
-            raise CifarlabError(
-                f"data.{name}={value!r} is not known; use one of {', '.join(allowed)}."
-            )
-    if pad_mode == "reflect" and crop_padding >= 32:
-        raise CifarlabError(
-            f"data.crop_padding={crop_padding} with data.pad_mode=reflect mirrors more than the "
-            "32-pixel image holds; use a padding below 32, or data.pad_mode=zeros."
-        )
-    if not isinstance(drop_last, bool):
-        raise CifarlabError(f"data.drop_last={drop_last!r} must be true or false.")
 
 
 class CIFAR10DataModule(L.LightningDataModule):
@@ -137,11 +54,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         image_size: int = 32,
     ) -> None:
         super().__init__()
-        _check_settings(source, normalize, batch_size, eval_batch_size, val_size)
-        _check_label_type(source, label_type)
-        _check_image_size(source, image_size)
         self.label_type, self.image_size = label_type, image_size
-        _check_augment_options(crop_padding, pad_mode, flip_mode, gather, drop_last)
         self.source, self.root = source, Path(root)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.seed = val_size, split_seed, seed

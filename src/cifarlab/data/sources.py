@@ -17,8 +17,6 @@ from cifarlab.data.cifar import (
 from cifarlab.data.folders import folder_classes, read_folder
 from cifarlab.data.image_set import ImageSet
 
-SOURCES = ("cifar10", "cifar100", "folder")
-
 
 def source_classes(source: str, root: Path, label_type: str = "fine") -> list[str]:
     """Class names of a source, in label order, without reading any image."""

@@ -171,12 +171,7 @@ def sidecar(network: Network, fmt: str, path: Path, ckpt_path: str, diff: float 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Writes the network in ``format`` and its JSON sidecar; returns the sidecar."""
-    fmt = cfg.get("format")
-    if fmt not in FORMATS:
-        raise CifarlabError(f"format={fmt!r} is not known; choose one of {', '.join(FORMATS)}.")
-    overwrite = cfg.get("overwrite", False)
-    if not isinstance(overwrite, bool):
-        raise CifarlabError(f"overwrite={overwrite!r} must be true or false.")
+    fmt, overwrite = cfg.get("format"), cfg.get("overwrite", False)
     network = load_network(cfg.get("ckpt_path"), purpose="export.py")
     ckpt = Path(cfg.ckpt_path)
     path = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(FORMATS[fmt])

@@ -190,10 +190,6 @@ def pick_device(device: str) -> torch.device:
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predicts every file ``input`` names; returns the summary written to predictions.json."""
-    for key in ("batch_size", "top_k"):
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CifarlabError(f"{key}={value!r} must be a positive whole number.")
     network = load_network(cfg.get("ckpt_path"), purpose="predict.py")
     items = find_inputs(to_plain_dict(cfg).get("input"), network.class_names)
     device = pick_device(str(cfg.get("device", "auto")))

@@ -4,8 +4,8 @@ run's ``data.image_size`` (32 by default): the nets with a flattening linear lay
 bn_cnn) size it by ``image_size``, the others pool globally and take any size.
 
 One file per family: the reference material's three (``lenet``, ``fc512``, ``bn_cnn``), ``resnet``
-(built from the reference's residual block) and ``fastnet`` (airbench-class). The width and
-option checks are ``cifarlab.run.checks.check_model``'s, which train.py runs before importing torch.
+(built from the reference's residual block) and ``fastnet`` (airbench-class). The widths and
+options each takes are declared in cifarlab.config, which train.py checks before importing torch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from cifarlab.models.fastnet import FastNet
 from cifarlab.models.fc512 import FC512
 from cifarlab.models.lenet import LeNet
 from cifarlab.models.resnet import ResNet
-from cifarlab.run.checks import check_model
 
 INPUT_SIZE = 32  # CIFAR's size, and data.image_size's default
 # model config keys that say which net and how it runs, not options of the net's class
@@ -40,8 +39,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 def build_model(
     name: str, num_classes: int, width: int, image_size: int = INPUT_SIZE, **options: object
 ) -> nn.Module:
-    """Builds a model by its config name, refusing widths the architecture cannot take."""
-    check_model({"name": name, "width": width, **options})
+    """Builds a model by its config name; options it does not take (a checkpoint of another
+    version) are refused by name."""
     sized = "image_size" in inspect.signature(MODELS[name]).parameters
     try:
         return MODELS[name](

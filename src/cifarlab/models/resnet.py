@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.errors import CifarlabError
-
 # blocks per stage for each supported depth (two 3x3 convs per block, plus stem and head)
 DEPTHS: dict[int, tuple[int, int, int, int]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -54,11 +52,6 @@ class ResNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: int = 64, depth: int = 18) -> None:
         super().__init__()
-        if isinstance(depth, bool) or depth not in DEPTHS:
-            raise CifarlabError(
-                f"model.depth={depth!r} is not a ResNet this project builds; use model.depth=18 "
-                f"(blocks 2-2-2-2) or model.depth=34 (blocks 3-4-6-3)."
-            )
         self.stem = nn.Sequential(
             nn.Conv2d(3, width, 3, 1, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )

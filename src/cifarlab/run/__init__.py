@@ -3,8 +3,8 @@
 It imports nothing: train.py answers ``--help`` and a mistake in the config before Lightning or
 torch is imported, and imports ``jobs`` only when the run starts.
 
-- ``entry``: an entry point's task, a mistake in the input as one paragraph; ``checks``: the config
-  checks that need no heavy library; ``run_folders``: a folder of its own for every run;
+- ``entry``: an entry point's task, a mistake in the input as one paragraph; ``run_folders``: a
+  folder of its own for every run;
 - ``jobs``: train.py's and eval.py's jobs, build -> fit -> test -> report; ``records``: what they
   write into metrics.json; ``tune``: ``tune=lr_find``;
 - ``build``: the DataModule, the LightningModule, callbacks, loggers and Trainer from the config;

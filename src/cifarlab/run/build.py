@@ -28,6 +28,7 @@ from cifarlab.callbacks.checkpoint_state import (
 )
 from cifarlab.callbacks.divergence import DivergenceGuard
 from cifarlab.callbacks.provenance import RunProvenance
+from cifarlab.config.learning import data_conflict
 from cifarlab.data import CIFAR10DataModule
 from cifarlab.errors import CifarlabError
 from cifarlab.run.checkpoints import AtomicCheckpointIO
@@ -36,7 +37,6 @@ from cifarlab.run.resume import pin_logger_versions
 from cifarlab.run.trainer import build_trainer
 from cifarlab.training.ema import WeightEMA
 from cifarlab.training.module import ClassifierModule
-from cifarlab.training.optimizers import build_optimizer
 from cifarlab.utils import to_plain_dict
 
 
@@ -60,7 +60,7 @@ def instantiate_all(group: DictConfig | None, **overrides: dict[str, Any]) -> li
 
 
 def build_task(cfg: DictConfig) -> tuple[CIFAR10DataModule, ClassifierModule]:
-    """The DataModule and the ClassifierModule of a training run; a bad optimizer stops us here."""
+    """The DataModule and the ClassifierModule of a training run."""
     datamodule = CIFAR10DataModule(**to_plain_dict(cfg.data), seed=cfg.seed)
     module = ClassifierModule(
         model=to_plain_dict(cfg.model),
@@ -72,7 +72,6 @@ def build_task(cfg: DictConfig) -> tuple[CIFAR10DataModule, ClassifierModule]:
         tta=cfg.get("tta", "none"),
         batch_aug=to_plain_dict(cfg.get("batch_aug")),
     )
-    build_optimizer(module.net, module.hparams.optimizer)
     return datamodule, module
 
 
@@ -90,6 +89,9 @@ def build_eval_task(
     stored_data = hparams.get("data") or {}
     _check_known(cfg.ckpt_path, "data settings", stored_data, CIFAR10DataModule)
     overrides = {k: v for k, v in to_plain_dict(cfg.get("data")).items() if v is not None}
+    problem = data_conflict({**stored_data, **overrides})
+    if problem:
+        raise CifarlabError(f"The checkpoint's data settings with these overrides: {problem}")
     datamodule = CIFAR10DataModule(**{**stored_data, **overrides})
     if datamodule.class_names != hparams["class_names"]:
         raise CifarlabError(
@@ -178,6 +180,7 @@ def build_fit_trainer(cfg: DictConfig, record_provenance: bool = True) -> L.Trai
     ]
     return build_trainer(
         cfg.trainer,
+        cfg.get("hardware"),
         callbacks=[*callbacks, *safety],
         logger=loggers or False,
         **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),

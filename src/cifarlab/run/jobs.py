@@ -32,7 +32,7 @@ from cifarlab.run.quiet_console import quiet_console
 from cifarlab.run.records import fit_outcome, record_failed_write, record_interrupt, report_results
 from cifarlab.run.resume import resume_config
 from cifarlab.run.trainer import build_trainer
-from cifarlab.run.tune import check_tune, find_lr
+from cifarlab.run.tune import find_lr
 from cifarlab.run.workers import sigterm_reaches_workers
 from cifarlab.training.module import ClassifierModule
 from cifarlab.utils import log
@@ -49,7 +49,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build_task(cfg)
-    check_tune(cfg.get("tune"))
     if cfg.get("tune"):
         record_run(own_folder(cfg), device=cfg.trainer.get("accelerator", "auto"))
         return find_lr(cfg, module, datamodule, output_dir)
@@ -127,7 +126,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ]
     if calibrate:
         callbacks.append(TemperatureFit(sidecar, str(cfg.ckpt_path)))
-    trainer = build_trainer(cfg.trainer, logger=False, callbacks=callbacks)
+    trainer = build_trainer(cfg.trainer, cfg.get("hardware"), logger=False, callbacks=callbacks)
     made_by = ckpt.get(CHECKPOINT_KEY) or {"git_commit": "unknown (the checkpoint records none)"}
     if trainer.is_global_zero:
         print(f"Checkpoint {cfg.ckpt_path} was trained at commit {describe_commit(made_by)}")
@@ -156,8 +155,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def check_calibrate(cfg: DictConfig, datamodule: L.LightningDataModule) -> bool:
     """``calibrate=true`` needs images held out from training to fit the temperature on."""
     calibrate = cfg.get("calibrate", False)
-    if not isinstance(calibrate, bool):
-        raise CifarlabError(f"calibrate={calibrate!r} must be true or false.")
     if calibrate and datamodule.val_size == 0:
         raise CifarlabError(
             "calibrate=true fits the temperature on the validation split, and this checkpoint's "

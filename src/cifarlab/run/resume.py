@@ -17,11 +17,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cifarlab.config import LOCATION_KEYS, SETUP_KEYS
 from cifarlab.errors import CifarlabError
 from cifarlab.run.checkpoints import CONFIG_KEY, load_checkpoint
 
-# where a resumed run may differ from the run it continues: where things are, and on what hardware
-SETUP_KEYS = ("data.root", "paths.*", "trainer.accelerator", "trainer.devices")
 # every _target_ that conf/ gives a run's config (conf/trainer, conf/callbacks, conf/logger): the
 # code a stored config may name on its own (tests/test_run_resume.py keeps this equal to conf/)
 CONF_TARGETS = frozenset(
@@ -69,7 +68,8 @@ RUN_KEYS = ("seed", "data", "model", "optimizer", "trainer", "paths")
 
 
 def _is_setup(key: str) -> bool:
-    return any(key == k or (k.endswith("*") and key.startswith(k[:-1])) for k in SETUP_KEYS)
+    """A key cifarlab.config marks as setup, or one inside such a node (callbacks.progress_bar)."""
+    return any(key == k or key.startswith(f"{k}.") for k in SETUP_KEYS)
 
 
 def _leaves(value: Any, prefix: str) -> dict[str, Any]:
@@ -161,8 +161,8 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
     changing the model, data or schedule halfway would not continue that run, so an override that
     changes one is refused. An override equal to the run's own value is accepted (the same command
     plus ``ckpt_path`` resumes), and the setup keys (``SETUP_KEYS``: where the data and outputs
-    are, which hardware) may change, so a run can move to another machine; paths under a moved
-    ``paths.*`` folder (checkpoints, logs) move with it.
+    are, which hardware, what is shown) may change, so a run can move to another machine; paths
+    under a moved folder (``LOCATION_KEYS``: checkpoints, logs) move with it.
     """
     path = cfg.get("ckpt_path")
     if not path:
@@ -178,7 +178,7 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
     setup = _setup_changes(cfg, stored, given, path)
     for key, value in sorted(setup.items()):
         old_value = _get(stored, key)
-        if not key.startswith("trainer.") and isinstance(old_value, str):
+        if key in LOCATION_KEYS and isinstance(old_value, str):
             stored = _relocate(stored, old_value, str(value))
     try:
         resumed = OmegaConf.create(stored)

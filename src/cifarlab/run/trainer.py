@@ -1,11 +1,13 @@
 """Builds the Trainer from the ``trainer`` config group, once the hardware checks have passed.
 
 Lightning's refusals (a precision the device lacks, an unknown strategy) become one paragraph; the
-two keys that are not Trainer arguments set torch's matmul precision and the host allocator.
+``hardware`` group sets what is not a Trainer argument: torch's matmul precision and the host
+allocator.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -20,9 +22,6 @@ from cifarlab.internals import launches_by_running_the_script
 from cifarlab.run.hardware import check_trainer_config
 from cifarlab.run.host_memory import keep_freed_memory
 from cifarlab.utils import in_multirun
-
-# trainer.float32_matmul_precision (applied by cifarlab; every other key is a Trainer argument)
-MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 def relaunches_script(trainer: L.Trainer) -> bool:
@@ -40,36 +39,25 @@ def relaunches_script(trainer: L.Trainer) -> bool:
     return not external and trainer.num_devices > 1
 
 
-def apply_gpu_presets(matmul_precision: Any) -> None:
-    """``trainer.float32_matmul_precision``: TF32 tensor cores for float32 matmuls ("high") on
-    Ampere and newer; null leaves torch's setting alone. (cuDNN autotuning is Lightning's own
-    ``trainer.benchmark``.)"""
-    if matmul_precision is None:
-        return
-    if matmul_precision not in MATMUL_PRECISIONS:
-        raise CifarlabError(
-            f"trainer.float32_matmul_precision={matmul_precision!r} is not one of "
-            f"{', '.join(MATMUL_PRECISIONS)} (or null to leave torch's default)."
-        )
-    torch.set_float32_matmul_precision(matmul_precision)
+def build_trainer(
+    trainer_cfg: DictConfig, hardware: Mapping[str, Any] | None = None, **kwargs: Any
+) -> L.Trainer:
+    """Checks the config against the hardware, applies the ``hardware`` settings, then
+    instantiates the Trainer; Lightning's refusals become one paragraph.
 
-
-def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
-    """Checks the config, then instantiates the Trainer; Lightning's refusals become one paragraph.
-
-    Lightning validates precision, accelerator and strategy names as it builds the Trainer (e.g.
-    ``precision=16-mixed`` on a CPU); its message is kept, the traceback dropped.
+    ``hardware.float32_matmul_precision``: "high" = TF32 tensor cores for float32 matmuls on
+    Ampere and newer, null leaves torch's setting alone (cuDNN autotuning is Lightning's own
+    ``trainer.benchmark``); ``hardware.keep_freed_host_memory``: auto = when the Trainer runs on
+    the CPU. Lightning validates precision, accelerator and strategy names as it builds the
+    Trainer (e.g. ``precision=16-mixed`` on a CPU); its message is kept, the traceback dropped.
     """
     check_trainer_config(trainer_cfg)
+    hardware = hardware or {}
+    if hardware.get("float32_matmul_precision") is not None:
+        torch.set_float32_matmul_precision(hardware["float32_matmul_precision"])
+    keep_memory = hardware.get("keep_freed_host_memory", "auto")
     arguments = OmegaConf.to_container(trainer_cfg, resolve=True)
     assert isinstance(arguments, dict)
-    apply_gpu_presets(arguments.pop("float32_matmul_precision", None))
-    keep_memory = arguments.pop("keep_freed_host_memory", "auto")
-    if keep_memory not in ("auto", True, False):
-        raise CifarlabError(
-            f"trainer.keep_freed_host_memory={keep_memory!r} must be auto (on when training "
-            "runs on the CPU), true or false."
-        )
     try:
         trainer = instantiate(arguments, **kwargs)
     except InstantiationException as err:

@@ -21,16 +21,6 @@ from cifarlab.review.figures import save_png
 from cifarlab.run.trainer import build_trainer
 from cifarlab.utils import to_plain_dict
 
-TUNERS = ("lr_find",)
-
-
-def check_tune(value: Any) -> None:
-    if value is not None and value not in TUNERS:
-        raise CifarlabError(
-            f"tune={value!r} is not known; use tune=lr_find (the learning-rate finder) or leave "
-            "tune out to train."
-        )
-
 
 def find_lr(
     cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path
@@ -46,6 +36,7 @@ def find_lr(
     # one); a finite max_epochs keeps the schedule's step count finite while it is built
     trainer = build_trainer(
         cfg.trainer,
+        cfg.get("hardware"),
         callbacks=[],
         logger=False,
         default_root_dir=str(output_dir),

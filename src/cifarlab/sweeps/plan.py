@@ -86,7 +86,7 @@ def job_name() -> str:
 
     It names the job's TensorBoard run and its summary row, so ``tensorboard --logdir <sweep dir>``
     lists jobs by what they changed. Only swept keys count; without any (a one-job multirun) it is
-    Hydra's ``override_dirname``, which leaves out the setup keys listed in conf/hydra/default.yaml.
+    Hydra's ``override_dirname``, which leaves out the setup keys (cifarlab.config.SETUP_KEYS).
     Empty outside a multirun, where one run needs no name.
     """
     if not in_multirun():

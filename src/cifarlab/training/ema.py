@@ -23,7 +23,6 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
-from cifarlab.errors import CifarlabError
 from cifarlab.internals import averaged_module, averaged_updates
 
 # ClassifierModule.configure_model only compiles the net in place (model.compile); the averaged
@@ -41,10 +40,6 @@ class WeightEMA(WeightAveraging):
         ramp_power: float = 0.0,
         lookahead: bool = False,
     ) -> None:
-        if not 0.0 < decay < 1.0:
-            raise CifarlabError(f"ema.decay={decay!r} must be in (0, 1), e.g. 0.999; 0 = off.")
-        if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise CifarlabError(f"ema.every_n_steps={every_n_steps!r} must be a whole number >= 1.")
         super().__init__(use_buffers=True)
         self.decay, self.every_n_steps = decay, every_n_steps
         self.ramp_power, self.lookahead = ramp_power, lookahead

@@ -6,18 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.errors import CifarlabError
-
-TTA_MODES = ("none", "flip", "flip_translate")
-
-
-def check_tta(mode: str) -> None:
-    if mode not in TTA_MODES:
-        raise CifarlabError(
-            f"tta={mode!r} is not known; use one of {', '.join(TTA_MODES)} (flip_translate = "
-            "mirror plus one-pixel shifts, as airbench)."
-        )
-
 
 def tta_logits(net: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
     """Logits averaged over views of ``x``: ``flip`` = the image and its mirror; ``flip_translate``

@@ -26,6 +26,18 @@ from PIL import Image
 import cifarlab  # noqa: F401 (the resolvers conf/hydra/default.yaml composes with)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def autograd_started_before_any_compile() -> None:
+    """The first backward pass of a process sets up autograd's threads, once: after
+    ``torch.compile`` has run in the process (tests/test_benchmarks.py), that set-up marks every
+    process forked later as unable to run a backward pass, which a fork-based DDP test's workers
+    must. One backward pass before any test keeps each test's outcome independent of the order
+    the files run in."""
+    import torch
+
+    (torch.ones(1, requires_grad=True) * 2).sum().backward()
 FOLDER_CLASSES = ("bird", "cat", "frog")
 
 

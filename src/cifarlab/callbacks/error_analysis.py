@@ -10,11 +10,11 @@ ddp_spawn workers ran the test.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import lightning as L
+import torch
 
-from cifarlab.callbacks.eval_outputs import OutputCollector
+from cifarlab.callbacks.eval_outputs import CollectsOutputs
 from cifarlab.callbacks.tensorboard import run_tensorboard
 from cifarlab.data.normalization import to_pictures
 from cifarlab.inference.calibration import read_temperature
@@ -33,7 +33,7 @@ from cifarlab.review.figures import (
 )
 
 
-class ErrorAnalysis(L.Callback):
+class ErrorAnalysis(CollectsOutputs, loop="test"):
     """Analyses every test this trainer runs (see the module docstring) and writes the results
     into ``output_dir``. With ``temperature_path`` (eval.py calibrate=true) it also scores the
     logits divided by the temperature stored there."""
@@ -41,26 +41,18 @@ class ErrorAnalysis(L.Callback):
     def __init__(
         self, output_dir: str | Path, num_hardest: int = 16, temperature_path: Path | None = None
     ) -> None:
+        super().__init__(num_hardest)
         self.output_dir = Path(output_dir)
-        self.num_hardest = num_hardest
         self.temperature_path = temperature_path
-        self._outputs = OutputCollector(num_hardest)
 
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._outputs.start(pl_module.device)
-
-    def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
+    def collected(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: dict[str, torch.Tensor]
     ) -> None:
-        self._outputs.add(outputs, batch)
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        collected = self._outputs.take()  # every rank: the states are gathered across DDP
-        if collected is None or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
         names = list(pl_module.class_names)
         temperature = read_temperature(self.temperature_path) if self.temperature_path else None
-        analysis, matrix, images = analyse(collected, names, self.num_hardest, temperature)
+        analysis, matrix, images = analyse(outputs, names, self.num_hardest, temperature)
         data = pl_module.hparams.get("data") or {}  # a bare module may have no data settings
         pictures = to_pictures(images, data.get("normalize", "cifar10"))
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
@@ -40,27 +41,45 @@ class EvalOutputs(Metric):
         }
 
 
-class OutputCollector:
-    """``EvalOutputs`` from a loop's first batch to its end: ``start`` at the loop's start,
-    ``add`` each batch's logits (what the eval step returned) with its images and labels, and
-    ``take`` what every process collected at its end (on every rank: the gathering is a
-    collective)."""
+class CollectsOutputs(L.Callback):
+    """A callback that collects one evaluation loop's outputs and acts on them at the loop's end.
 
-    def __init__(self, num_hardest: int) -> None:
+    A subclass names the loop (``class Fit(CollectsOutputs, loop="validation")``, or ``"test"``),
+    whose epoch-start, batch-end and epoch-end hooks become ``start``, ``add`` and ``end``, and
+    implements ``collected``: ``add`` keeps each batch's logits (what the eval step returned) with
+    its images and labels; ``end`` gathers what every process collected (on every rank: the
+    gathering is a collective) and hands it to ``collected``.
+    """
+
+    def __init_subclass__(cls, loop: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if loop is not None:
+            setattr(cls, f"on_{loop}_epoch_start", cls.start)
+            setattr(cls, f"on_{loop}_batch_end", cls.add)
+            setattr(cls, f"on_{loop}_epoch_end", cls.end)
+
+    def __init__(self, num_hardest: int = 0) -> None:
         self.num_hardest = num_hardest
         self._outputs: EvalOutputs | None = None
 
-    def start(self, device: torch.device) -> None:
-        self._outputs = EvalOutputs(self.num_hardest).to(device)
+    def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._outputs = EvalOutputs(self.num_hardest).to(pl_module.device)
 
-    def add(self, outputs: Any, batch: Any) -> None:
+    def add(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
+    ) -> None:
         if isinstance(outputs, torch.Tensor) and self._outputs is not None:
             self._outputs.update(batch[0], outputs, batch[1])
 
-    def take(self) -> dict[str, torch.Tensor] | None:
-        """Everything collected since ``start``, gathered; None when nothing was."""
+    def end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._outputs is None or not self._outputs.logits:
-            return None
+            return
         collected = self._outputs.compute()
         self._outputs = None
-        return collected
+        self.collected(trainer, pl_module, collected)
+
+    def collected(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: dict[str, torch.Tensor]
+    ) -> None:
+        """What the loop's outputs are for, called on every rank."""
+        raise NotImplementedError

@@ -6,36 +6,28 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
-from cifarlab.callbacks.eval_outputs import OutputCollector
+from cifarlab.callbacks.eval_outputs import CollectsOutputs
 from cifarlab.files import write_json
 from cifarlab.inference.calibration import fit_temperature
 from cifarlab.review.analysis import Calibration
 
 
-class TemperatureFit(L.Callback):
+class TemperatureFit(CollectsOutputs, loop="validation"):
     """Collects the validation logits of ``trainer.validate`` (gathered across DDP processes),
     fits the temperature and, on rank 0, writes it with its validation scores to ``path``."""
 
     def __init__(self, path: Path, ckpt_path: str) -> None:
+        super().__init__()
         self.path = path
         self.ckpt_path = ckpt_path
-        self._outputs = OutputCollector(num_hardest=0)
         self.record: dict[str, Any] | None = None
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._outputs.start(pl_module.device)
-
-    def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
+    def collected(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: dict[str, torch.Tensor]
     ) -> None:
-        self._outputs.add(outputs, batch)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        collected = self._outputs.take()
-        if collected is None:
-            return
-        logits, targets = collected["logits"].cpu(), collected["targets"].cpu()
+        logits, targets = outputs["logits"].cpu(), outputs["targets"].cpu()
         temperature = fit_temperature(logits, targets)
         self.record = {
             "temperature": temperature,

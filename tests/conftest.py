@@ -38,6 +38,8 @@ def autograd_started_before_any_compile() -> None:
     import torch
 
     (torch.ones(1, requires_grad=True) * 2).sum().backward()
+
+
 FOLDER_CLASSES = ("bird", "cat", "frog")
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 import cifarlab  # noqa: F401 (the resolvers conf/hydra/default.yaml composes with)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+FOLDER_CLASSES = ("bird", "cat", "frog")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -38,9 +39,6 @@ def autograd_started_before_any_compile() -> None:
     import torch
 
     (torch.ones(1, requires_grad=True) * 2).sum().backward()
-
-
-FOLDER_CLASSES = ("bird", "cat", "frog")
 
 
 def class_images(label: int, count: int, rng: np.random.Generator) -> np.ndarray:

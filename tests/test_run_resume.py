@@ -329,6 +329,24 @@ def test_a_checkpoint_naming_the_earlier_targets_resumes_with_their_names_now(
     assert OmegaConf.to_container(resumed.callbacks) == stored_now
 
 
+def test_a_checkpoint_storing_the_earlier_hardware_keys_resumes_with_them(
+    trained_lenet: dict, tmp_path: Path
+) -> None:
+    """Earlier versions stored the hardware settings under trainer; resuming such a checkpoint
+    moves them to hardware.*, where the Trainer does not see them."""
+    ckpt = torch.load(trained_lenet["last_ckpt"], weights_only=True)
+    config = ckpt["cifarlab_config"]
+    hardware = dict(config["hardware"])
+    earlier_config = {k: v for k, v in config.items() if k != "hardware"}
+    earlier_config["trainer"] = {**config["trainer"], **hardware}
+    earlier = tmp_path / "earlier.ckpt"
+    torch.save({**ckpt, "cifarlab_config": earlier_config}, earlier)
+    given = [f"ckpt_path={earlier}"]
+    resumed = resume_config(compose_config("train", given), given)
+    assert OmegaConf.to_container(resumed.hardware) == hardware
+    assert not set(hardware) & set(resumed.trainer)
+
+
 @pytest.mark.slow
 def test_sigterm_then_resume_through_train_py(folder_root: Path, tmp_path: Path) -> None:
     """The real entry point: a SIGTERM'd run exits 143 and one ckpt_path= finishes it."""

@@ -63,6 +63,11 @@ EARLIER_TARGETS = {
     "cifarlab.step_hooks.NoProfiler": "cifarlab.run.step_hooks.NoProfiler",
     "cifarlab.step_hooks.SkipIdleHooks": "cifarlab.run.step_hooks.SkipIdleHooks",
 }
+# the (node, key)s that checkpoints of earlier cifarlab versions store, by the one each is now
+EARLIER_KEYS = {
+    ("trainer", key): ("hardware", key)
+    for key in ("float32_matmul_precision", "keep_freed_host_memory")
+}
 # the parts of a stored config every run reads
 RUN_KEYS = ("seed", "data", "model", "optimizer", "trainer", "paths")
 
@@ -112,6 +117,15 @@ def _current_targets(tree: Any) -> Any:
     if isinstance(tree, list):
         return [_current_targets(v) for v in tree]
     return tree
+
+
+def _current_keys(stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with every key of ``EARLIER_KEYS`` it holds moved to the key it has now."""
+    moved = {name: dict(node) if isinstance(node, dict) else node for name, node in stored.items()}
+    for (old_node, old_key), (new_node, new_key) in EARLIER_KEYS.items():
+        if isinstance(moved.get(old_node), dict) and old_key in moved[old_node]:
+            moved.setdefault(new_node, {})[new_key] = moved[old_node].pop(old_key)
+    return moved
 
 
 def _relocate(tree: Any, old: str, new: str) -> Any:
@@ -174,7 +188,7 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
             f"ckpt_path={path} holds no run config, so it cannot be resumed; only checkpoints "
             "written by train.py can. Evaluate it with eval.py instead."
         )
-    stored = _current_targets(stored)
+    stored = _current_keys(_current_targets(stored))
     setup = _setup_changes(cfg, stored, given, path)
     for key, value in sorted(setup.items()):
         old_value = _get(stored, key)

@@ -24,6 +24,20 @@ def module(**kwargs) -> ClassifierModule:
     return ClassifierModule(**{**defaults, **kwargs})
 
 
+def bare_trainer(root: Path, **kwargs) -> L.Trainer:
+    """A CPU Trainer without logger, checkpoints, bar, summary or validation."""
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=root,
+        **kwargs,
+    )
+
+
 def test_label_smoothing_changes_the_training_loss_only() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,))
@@ -87,17 +101,7 @@ def test_training_loss_and_accuracy_are_means_over_the_epochs_images(tmp_path) -
     torch.manual_seed(0)
     x, y = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1])
     record = StepRecord()
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        callbacks=[record],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = bare_trainer(tmp_path, max_epochs=1, callbacks=[record])
     net = module(model={"name": "fc512", "width": 8}, optimizer={"name": "sgd", "lr": 0.5})
     trainer.fit(net, DataLoader(TensorDataset(x, y), batch_size=4))
     assert [images for *_, images in record.steps] == [4, 1]
@@ -117,17 +121,7 @@ def fitted(root: Path, epochs: int = 2, ckpt_path: Path | None = None, **trainer
         optimizer={"name": "adamw", "lr": 3e-3},
         scheduler={"name": "onecycle"},
     )
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=root,
-        **trainer_kwargs,
-    )
+    trainer = bare_trainer(root, max_epochs=epochs, **trainer_kwargs)
     trainer.fit(net, DataLoader(TensorDataset(x, y), batch_size=8), ckpt_path=ckpt_path)
     return net, trainer
 

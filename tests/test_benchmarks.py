@@ -1,5 +1,6 @@
 """The CPU paths of the GPU check and the timed fastnet (benchmarks/): guarded parts, the
-prerequisites line, what a timed run leaves out, and the compile warm-up that timed runs reuse."""
+prerequisites line, what a timed run leaves out, and the compile warm-up that timed runs reuse;
+the pruning comparison's arithmetic."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import stat
 import sys
 import tarfile
 import zipfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from cifarlab.run.build import build_fit_trainer
 
@@ -24,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gpu_check
 import gpu_prepare
+import pruning_savings
 import time_fastnet
 from gpu_prerequisites import prerequisites
 from timing_callbacks import AirbenchClock
@@ -236,3 +241,43 @@ def test_the_data_repacked_for_the_device_holds_the_same_files(tmp_path: Path) -
         unpacked = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
     assert unpacked == files
     assert packed.stat().st_size < zipped.stat().st_size  # the shared bytes compress
+
+
+def study_run(seconds: list[float], states: list[TrialState], values: list[float]) -> list:
+    """Trials run one after another from a fixed moment, each taking its ``seconds``."""
+    trials, clock = [], datetime(2026, 1, 1)
+    for number, (duration, state, value) in enumerate(zip(seconds, states, values, strict=True)):
+        end = clock + timedelta(seconds=duration)
+        trials.append(
+            FrozenTrial(
+                number=number,
+                state=state,
+                value=value,
+                datetime_start=clock,
+                datetime_complete=end,
+                params={"lr": 0.1 * (number + 1)},
+                distributions={"lr": FloatDistribution(0.01, 1.0)},
+                user_attrs={"test/acc": value - 0.01},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=number,
+            )
+        )
+        clock = end
+    return trials
+
+
+def test_pruning_savings_compares_elapsed_times_and_best_complete_trials() -> None:
+    complete, pruned = TrialState.COMPLETE, TrialState.PRUNED
+    with_pruner = study_run(
+        [10, 10, 2, 2, 2], [complete, complete, pruned, pruned, pruned], [0.5, 0.6, 0.9, 0.2, 0.2]
+    )  # a pruned trial's value is not its best
+    without = study_run([10, 10, 10, 10, 10], [complete] * 5, [0.5, 0.6, 0.7, 0.2, 0.2])
+    rows = pruning_savings.savings_table(with_pruner, without, every=2, maximize=True)[2:]
+    assert [row.split(" | ")[:5] for row in rows] == [
+        ["| 2", "20 s", "20 s", "**0.0%**", "2 / 0"],
+        ["| 4", "24 s", "40 s", "**40.0%**", "2 / 2"],
+        ["| 5", "26 s", "50 s", "**48.0%**", "2 / 3"],
+    ]
+    assert "0.6000 / 0.5900 (trial 1: 0.2)" in rows[-1]
+    assert rows[-1].endswith("0.7000 / 0.6900 (trial 2: 0.3) |")

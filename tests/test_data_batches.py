@@ -10,8 +10,8 @@ from .data_helpers import uint8_batches
 
 
 def test_batches_are_the_bits_of_normalizing_the_padded_split_first() -> None:
-    """uint8 until gathered, normalized per batch: the same floats as the former path, which
-    normalized the whole padded split once and gathered from that."""
+    """uint8 until gathered, normalized per batch: the same floats as normalizing the whole
+    padded split once and gathering from that."""
     images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
     mean, std = NORMALIZATIONS["cifar10"]
     batches = TensorBatches(
@@ -19,10 +19,8 @@ def test_batches_are_the_bits_of_normalizing_the_padded_split_first() -> None:
     )
     idx, (dy, dx), flips = torch.randperm(50), torch.randint(0, 9, (2, 50)), torch.arange(50) % 2
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
-    before = torch.addcmul(
-        batches.normalize.shift, padded.float(), batches.normalize.scale
-    )  # the former code
-    expected = before.unfold(2, 32, 1).unfold(3, 32, 1)[idx, :, dy, dx]
+    whole_split = torch.addcmul(batches.normalize.shift, padded.float(), batches.normalize.scale)
+    expected = whole_split.unfold(2, 32, 1).unfold(3, 32, 1)[idx, :, dy, dx]
     expected = torch.where(flips.bool()[:, None, None, None], expected.flip(-1), expected)
     assert torch.equal(batches.batch(idx, dy, dx, flips), expected)
 

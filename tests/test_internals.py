@@ -3,6 +3,7 @@ fails here by name."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,8 +12,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from lightning.pytorch.callbacks import WeightAveraging
-from lightning.pytorch.demos.boring_classes import BoringModel
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from lightning.pytorch.demos.boring_classes import BoringModel, ManualOptimBoringModel
 
 from cifarlab.internals import (
     averaged_module,
@@ -20,6 +21,7 @@ from cifarlab.internals import (
     in_process_workers,
     is_grid_sweeper,
     launches_by_running_the_script,
+    saves_between_epochs,
 )
 
 from .conftest import CONF_DIR
@@ -123,3 +125,37 @@ def test_the_grid_is_expanded_in_the_order_hydras_basic_sweeper_numbers_its_jobs
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         default = compose("train", return_hydra_config=True).hydra.sweeper._target_
     assert is_grid_sweeper(default) and not is_grid_sweeper("hydra_plugins.optuna.Sweeper")
+
+
+def test_saves_between_epochs_reads_each_checkpoints_steps_and_time_interval() -> None:
+    def saves(*checkpoints: ModelCheckpoint) -> bool:
+        return saves_between_epochs(L.Trainer(callbacks=list(checkpoints), logger=False))
+
+    assert not saves(ModelCheckpoint(), ModelCheckpoint(every_n_epochs=2))
+    assert saves(ModelCheckpoint(), ModelCheckpoint(every_n_train_steps=5))
+    assert saves(ModelCheckpoint(train_time_interval=timedelta(minutes=30)))
+
+
+@pytest.mark.parametrize("module", [BoringModel, ManualOptimBoringModel])
+def test_model_checkpoint_saves_by_time_only_under_automatic_optimization(
+    tmp_path: Path, module: type[L.LightningModule]
+) -> None:
+    """Why cifarlab.training.module hands the step to Lightning when a checkpoint saves by time:
+    under manual optimization ModelCheckpoint never saves by ``train_time_interval``."""
+    checkpoints = tmp_path / "checkpoints"
+    saver = ModelCheckpoint(
+        dirpath=checkpoints, filename="{step}", save_top_k=-1, train_time_interval=timedelta(0)
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        callbacks=[saver],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module())
+    saved_mid_epoch = (checkpoints / "step=1.ckpt").exists()
+    assert saved_mid_epoch == module().automatic_optimization

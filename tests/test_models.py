@@ -35,7 +35,7 @@ def test_each_model_lives_in_the_file_of_its_config_name() -> None:
 def test_state_dict_names_are_those_of_earlier_checkpoints() -> None:
     """Checkpoints store weights by these names (``net.`` + name); a model whose names or shapes
     change no longer loads them. tests/data/state_dict_keys.json was written by the models of
-    commit 678bf2d (before they moved into cifarlab/models/), at width 4 for 10 classes."""
+    commit 678bf2d, at width 4 for 10 classes."""
     earlier = json.loads((Path(__file__).parent / "data" / "state_dict_keys.json").read_text())
     assert set(earlier) == set(MODELS)
     for name, names in earlier.items():

@@ -4,12 +4,14 @@ runs it."""
 from __future__ import annotations
 
 import pickle
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from cifarlab.training.module import ClassifierModule
@@ -25,17 +27,18 @@ def module(**kwargs) -> ClassifierModule:
 
 
 def bare_trainer(root: Path, **kwargs) -> L.Trainer:
-    """A CPU Trainer without logger, checkpoints, bar, summary or validation."""
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=root,
-        **kwargs,
-    )
+    """A CPU Trainer without logger, bar, summary or validation, and without checkpoints unless
+    ``kwargs`` ask for them."""
+    bare = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "default_root_dir": root,
+    }
+    return L.Trainer(**{**bare, **kwargs})
 
 
 def test_label_smoothing_changes_the_training_loss_only() -> None:
@@ -145,3 +148,18 @@ def test_a_checkpoint_of_the_other_optimization_mode_resumes_at_its_step(tmp_pat
     own, own_trainer = fitted(tmp_path, epochs=2, ckpt_path=ckpt)
     assert not own.automatic_optimization
     assert own_trainer.global_step == own.lr_schedulers().last_epoch == 6
+
+
+@pytest.mark.parametrize(
+    "saving", [{"every_n_train_steps": 1}, {"train_time_interval": timedelta(0)}], ids=str
+)
+def test_checkpoints_by_steps_or_time_are_saved_within_the_epoch(
+    tmp_path: Path, saving: dict[str, object]
+) -> None:
+    """Lightning's ModelCheckpoint saves by steps or time as documented only when Lightning takes
+    the step (cifarlab.internals): such a callback hands the step to Lightning."""
+    checkpoints = tmp_path / "checkpoints"
+    saver = ModelCheckpoint(dirpath=checkpoints, filename="{step}", save_top_k=-1, **saving)
+    net, _ = fitted(tmp_path, epochs=1, enable_checkpointing=True, callbacks=[saver])
+    assert net.automatic_optimization
+    assert {"step=1.ckpt", "step=2.ckpt"} <= {path.name for path in checkpoints.iterdir()}

@@ -26,8 +26,14 @@ so a library update that changes it fails there, by name, instead of somewhere d
 - Lightning: the optimizer steps a fit has taken, in a checkpoint's loop state. Lightning counts
   them in two records, one for automatic and one for manual optimization, and
   ``trainer.global_step`` reads the one of the mode the module is in; a checkpoint written in the
-  other mode (cifarlab.training.module chooses the mode from gradient clipping and accumulation)
-  resumes with the count carried over (``carry_optimizer_steps``). No public API sets the count.
+  other mode (cifarlab.training.module chooses the mode from its trainer's settings) resumes
+  with the count carried over (``carry_optimizer_steps``). No public API sets the count.
+- Lightning: when a ``ModelCheckpoint`` saves between epochs. It keeps ``every_n_train_steps``
+  and ``train_time_interval`` private, and saves by them as documented only under automatic
+  optimization: under manual optimization it never saves by time, and saves by steps with a
+  warning about a "pre-optimization state" that cifarlab's step does not have.
+  cifarlab.training.module hands the step to Lightning when a callback saves between epochs
+  (``saves_between_epochs``).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import lightning as L
 import torch
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.types import Override
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from torch import nn
@@ -132,3 +138,13 @@ def carry_optimizer_steps(checkpoint: dict[str, Any], automatic: bool) -> None:
         loop[AUTOMATIC_STEPS]["optimizer"]["step"] = copy.deepcopy(loop[MANUAL_STEPS])
     elif not automatic and loop[MANUAL_STEPS]["total"]["completed"] == 0:
         loop[MANUAL_STEPS] = copy.deepcopy(automatic_steps)
+
+
+def saves_between_epochs(trainer: L.Trainer) -> bool:
+    """Whether one of ``trainer``'s ``ModelCheckpoint`` callbacks saves every N training steps or
+    every time interval (``every_n_train_steps``, ``train_time_interval``)."""
+    return any(
+        isinstance(callback, ModelCheckpoint)
+        and (callback._every_n_train_steps > 0 or callback._train_time_interval is not None)
+        for callback in trainer.checkpoint_callbacks
+    )

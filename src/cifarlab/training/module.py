@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from cifarlab.data.batch_aug import BatchAugment
 from cifarlab.errors import CifarlabError
-from cifarlab.internals import carry_optimizer_steps
+from cifarlab.internals import carry_optimizer_steps, saves_between_epochs
 from cifarlab.models import build_from_config
 from cifarlab.training.epoch_sums import EpochSums
 from cifarlab.training.schedules import build_optimization, optimizer_steps_per_epoch
@@ -129,21 +129,28 @@ class ClassifierModule(L.LightningModule):
     def automatic_optimization(self) -> bool:
         """Lightning's automatic optimization only for a trainer that clips or accumulates
         gradients (``trainer.gradient_clip_val``, ``trainer.accumulate_grad_batches``), which it
-        does for us there. Otherwise ``training_step`` takes the step itself (``optimize``): the
-        same zero_grad, backward, optimizer step and schedule step in the same order, without the
-        closure and hook calls around them, about 400 us of Python a step on a 2-core CPU
-        (docs/benchmarks.md), more than a small network's whole step on a GPU."""
+        does for us there, or whose checkpoints save every N steps or every time interval
+        (``every_n_train_steps``, ``train_time_interval``), which Lightning's ModelCheckpoint
+        does as documented only then (cifarlab.internals). Otherwise ``training_step`` takes the
+        step itself (``optimize``): the same zero_grad, backward, optimizer step and schedule
+        step in the same order, without the closure and hook calls around them, about 400 us of
+        Python a step on a 2-core CPU (docs/benchmarks.md), more than a small network's whole
+        step on a GPU."""
         try:
             trainer = self.trainer
         except RuntimeError:  # not attached to a Trainer: no step to take
             return True
-        return bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
+        return (
+            bool(trainer.gradient_clip_val)
+            or trainer.accumulate_grad_batches != 1
+            or saves_between_epochs(trainer)
+        )
 
     @automatic_optimization.setter
     def automatic_optimization(self, value: bool) -> None:
         raise AttributeError(
-            "ClassifierModule chooses its optimization from its trainer's gradient clipping and "
-            "accumulation; it cannot be set."
+            "ClassifierModule chooses its optimization from its trainer's gradient clipping, "
+            "accumulation and checkpoint callbacks; it cannot be set."
         )
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:

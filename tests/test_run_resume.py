@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifarlab.errors import CifarlabError
@@ -76,6 +76,31 @@ def test_resume_takes_its_own_command_and_setup_keys_and_refuses_other_changes(
     assert resumed.callbacks.last_checkpoint.dirpath == str(moved / "checkpoints")
     assert resumed.logger.tensorboard.save_dir == str(moved)
     assert resumed.model.width == 4 and resumed.trainer.max_epochs == 1
+
+
+def resumed(ckpt: Path, new_folder: Path, *extra: str) -> DictConfig:
+    """resume_config for ``train.py ckpt_path=<ckpt> <extra>`` whose new Hydra run folder is
+    ``new_folder``, where a checkpoint kept outside a run folder goes on."""
+    given = [f"ckpt_path={ckpt}", *extra]
+    return resume_config(compose_config("train", [*given, f"paths.output_dir={new_folder}"]), given)
+
+
+def test_a_checkpoint_outside_its_run_folder_never_resumes_into_that_folder(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """The folder a checkpoint's config names may hold the run a copy was made from: a copied run
+    goes on in the copy, a checkpoint kept on its own in the command's new folder."""
+    run, copy, fresh = tmp_path / "run", tmp_path / "copy", tmp_path / "fresh"
+    command = quick_overrides(folder_root, run, "trainer.max_epochs=1", "model.width=4")
+    train(compose_config("train", command))
+    shutil.copytree(run, copy)
+    (tmp_path / "kept").mkdir()
+    loose = Path(shutil.copy(run / "checkpoints" / "last.ckpt", tmp_path / "kept" / "last.ckpt"))
+    for ckpt, folder in ((copy / "checkpoints" / "last.ckpt", copy), (loose, fresh)):
+        config = resumed(ckpt, fresh)
+        assert config.paths.output_dir == str(folder)
+        assert config.callbacks.last_checkpoint.dirpath == str(folder / "checkpoints")
+        assert config.logger.tensorboard.save_dir == str(folder)
 
 
 @pytest.mark.slow
@@ -294,16 +319,14 @@ def test_a_stored_config_may_name_the_classes_of_conf_and_of_the_command_line(
         {**ckpt, "cifarlab_config": {**config, "callbacks": {**config["callbacks"], "hold": mine}}},
         extended,
     )
-    trusted = [f"ckpt_path={extended}", "+callbacks.hold._target_=" + mine["_target_"]]
-    resumed = resume_config(compose_config("train", trusted), trusted)
-    assert resumed.callbacks.hold == mine
-    alone = [f"ckpt_path={extended}"]
+    trusted = resumed(extended, tmp_path / "new", "+callbacks.hold._target_=" + mine["_target_"])
+    assert trusted.callbacks.hold == mine
     with pytest.raises(
         CifarlabError,
         match=rf"builds callbacks.hold from {mine['_target_']}, .* on the command line as well: "
         rf"\+callbacks.hold._target_={mine['_target_']}$",
     ):
-        resume_config(compose_config("train", alone), alone)
+        resumed(extended, tmp_path / "new")
 
 
 def test_a_checkpoint_naming_the_earlier_targets_resumes_with_their_names_now(
@@ -322,11 +345,11 @@ def test_a_checkpoint_naming_the_earlier_targets_resumes_with_their_names_now(
     assert callbacks["curves"]["_target_"] == "cifarlab.curves.EpochCurves"
     earlier = tmp_path / "earlier.ckpt"
     torch.save({**ckpt, "cifarlab_config": {**config, "callbacks": callbacks}}, earlier)
-    given = [f"ckpt_path={earlier}"]
-    resumed = resume_config(compose_config("train", given), given)
-    assert resumed.callbacks.curves._target_ == "cifarlab.callbacks.curves.EpochCurves"
-    stored_now = {name: node for name, node in config["callbacks"].items() if node}
-    assert OmegaConf.to_container(resumed.callbacks) == stored_now
+    targets = {
+        name: node._target_ for name, node in resumed(earlier, tmp_path / "new").callbacks.items()
+    }
+    assert targets["curves"] == "cifarlab.callbacks.curves.EpochCurves"
+    assert targets == {name: node["_target_"] for name, node in config["callbacks"].items() if node}
 
 
 def test_a_checkpoint_storing_the_earlier_hardware_keys_resumes_with_them(
@@ -341,10 +364,9 @@ def test_a_checkpoint_storing_the_earlier_hardware_keys_resumes_with_them(
     earlier_config["trainer"] = {**config["trainer"], **hardware}
     earlier = tmp_path / "earlier.ckpt"
     torch.save({**ckpt, "cifarlab_config": earlier_config}, earlier)
-    given = [f"ckpt_path={earlier}"]
-    resumed = resume_config(compose_config("train", given), given)
-    assert OmegaConf.to_container(resumed.hardware) == hardware
-    assert not set(hardware) & set(resumed.trainer)
+    config = resumed(earlier, tmp_path / "new")
+    assert OmegaConf.to_container(config.hardware) == hardware
+    assert not set(hardware) & set(config.trainer)
 
 
 @pytest.mark.slow

@@ -26,7 +26,6 @@ from cifarlab.review.report import (
     print_analysis,
 )
 from cifarlab.run.checkpoints import checkpoint_paths
-from cifarlab.run.resume import interrupted_message
 from cifarlab.training.module import ClassifierModule
 from cifarlab.utils import log
 
@@ -142,3 +141,15 @@ def record_failed_write(
     )
     with contextlib.suppress(FileWriteError):
         write_json(output_dir / "metrics.json", record)
+
+
+def interrupted_message(output_dir: Path, last_ckpt: str | None) -> str:
+    if last_ckpt and Path(last_ckpt).is_file():
+        return (
+            f"Training was interrupted; the last completed epoch is saved in {last_ckpt}. "
+            f"Continue the run with: train.py ckpt_path={last_ckpt}"
+        )
+    return (
+        f"Training was interrupted before its first epoch completed, so {output_dir} holds no "
+        "checkpoint to continue from; start the run again."
+    )

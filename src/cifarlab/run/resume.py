@@ -9,7 +9,6 @@ hardware is taken. The stored config supplies values, never code: the classes it
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -20,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cifarlab.config import LOCATION_KEYS, SETUP_KEYS
 from cifarlab.errors import CifarlabError
 from cifarlab.run.checkpoints import CONFIG_KEY, load_checkpoint
+from cifarlab.run.run_folders import resume_folder
 
 # every _target_ that conf/ gives a run's config (conf/trainer, conf/callbacks, conf/logger): the
 # code a stored config may name on its own (tests/test_run_resume.py keeps this equal to conf/)
@@ -176,7 +176,9 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
     changes one is refused. An override equal to the run's own value is accepted (the same command
     plus ``ckpt_path`` resumes), and the setup keys (``SETUP_KEYS``: where the data and outputs
     are, which hardware, what is shown) may change, so a run can move to another machine; paths
-    under a moved folder (``LOCATION_KEYS``: checkpoints, logs) move with it.
+    under a moved folder (``LOCATION_KEYS``: checkpoints, logs) move with it. Without
+    ``paths.output_dir`` the run goes on in the folder its checkpoint lies in
+    (cifarlab.run.run_folders.resume_folder).
     """
     path = cfg.get("ckpt_path")
     if not path:
@@ -190,6 +192,9 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
         )
     stored = _current_keys(_current_targets(stored))
     setup = _setup_changes(cfg, stored, given, path)
+    if "paths.output_dir" not in setup:  # the command does not say where: the checkpoint does
+        folder = resume_folder(path, stored, lambda: str(cfg.paths.output_dir))
+        setup.update({"paths.output_dir": folder} if folder else {})
     for key, value in sorted(setup.items()):
         old_value = _get(stored, key)
         if key in LOCATION_KEYS and isinstance(old_value, str):
@@ -285,15 +290,3 @@ def pin_logger_versions(config: dict[str, Any], loggers: list[Any]) -> None:
     for node, logger in zip(nodes, loggers, strict=False):
         if isinstance(logger, TensorBoardLogger) and node.get("version") is None:
             node["version"] = logger.version
-
-
-def interrupted_message(output_dir: Path, last_ckpt: str | None) -> str:
-    if last_ckpt and Path(last_ckpt).is_file():
-        return (
-            f"Training was interrupted; the last completed epoch is saved in {last_ckpt}. "
-            f"Continue the run with: train.py ckpt_path={last_ckpt}"
-        )
-    return (
-        f"Training was interrupted before its first epoch completed, so {output_dir} holds no "
-        "checkpoint to continue from; start the run again."
-    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,34 @@ def results_in(folder: Path, record_subdir: str | None, with_record: bool) -> li
 
 def _inside(path: str | None, folder: Path) -> bool:
     return bool(path) and Path(path).resolve().is_relative_to(folder.resolve())
+
+
+def resume_folder(
+    ckpt_path: str, stored: dict[str, Any], fresh_folder: Callable[[], str]
+) -> str | None:
+    """The folder a run resumed from ``ckpt_path`` goes on in when the command does not say
+    (``paths.output_dir``); None keeps the one its ``stored`` config names, which happens only
+    when the checkpoint lies in it. A run folder that was copied or moved goes on where it now is
+    (the checkpoint lies in that run's checkpoint folder, ``<run>/checkpoints/``, beside its
+    ``.hydra`` record or ``metrics.json``); a checkpoint kept on its own goes on in this command's
+    new folder, ``fresh_folder()``. So a resume never writes into a folder its checkpoint is not in,
+    such as the run a copy was made from."""
+    stored_folder = (stored.get("paths") or {}).get("output_dir")
+    ckpt_folder = Path(ckpt_path).resolve().parent
+    if not isinstance(stored_folder, str) or ckpt_folder.is_relative_to(
+        Path(stored_folder).resolve()
+    ):
+        return None
+    for node in (stored.get("callbacks") or {}).values():
+        dirpath = node.get("dirpath") if isinstance(node, dict) else None
+        if not isinstance(dirpath, str) or not Path(dirpath).is_relative_to(stored_folder):
+            continue
+        inside = Path(dirpath).relative_to(stored_folder).parts  # ("checkpoints",)
+        if inside and ckpt_folder.parts[-len(inside) :] == inside:
+            run = ckpt_folder.parents[len(inside) - 1]
+            if (run / ".hydra").is_dir() or (run / "metrics.json").is_file():
+                return str(run)
+    return fresh_folder()
 
 
 def check_run_folder(

@@ -75,6 +75,24 @@ def test_the_averaged_module_is_the_live_average_weight_averaging_updates() -> N
         assert torch.allclose(averaged, first + 0.5)  # the mean of first and first + 1
 
 
+def fit_three_steps(
+    root: Path, module: L.LightningModule, callback: L.Callback, **kwargs: object
+) -> None:
+    """One epoch of 3 training steps on the CPU with ``callback``: no validation, logger, bar or
+    summary."""
+    L.Trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        callbacks=[callback],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
+    ).fit(module)
+
+
 def test_lightning_calls_no_callback_hook_that_is_not_callable(tmp_path: Path) -> None:
     """What cifarlab.run.step_hooks relies on: a hook set to None on a callback is skipped."""
 
@@ -87,18 +105,7 @@ def test_lightning_calls_no_callback_hook_that_is_not_callable(tmp_path: Path) -
 
     steps = Steps()
     steps.on_train_batch_end = None  # type: ignore[assignment]
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        callbacks=[steps],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(BoringModel())
+    fit_three_steps(tmp_path, BoringModel(), steps, enable_checkpointing=False)
     assert steps.steps == 3
 
 
@@ -146,16 +153,6 @@ def test_model_checkpoint_saves_by_time_only_under_automatic_optimization(
     saver = ModelCheckpoint(
         dirpath=checkpoints, filename="{step}", save_top_k=-1, train_time_interval=timedelta(0)
     )
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        callbacks=[saver],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module())
+    fit_three_steps(tmp_path, module(), saver)
     saved_mid_epoch = (checkpoints / "step=1.ckpt").exists()
     assert saved_mid_epoch == module().automatic_optimization

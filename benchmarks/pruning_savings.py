@@ -73,19 +73,22 @@ def savings_table(
 
 
 def trials_table(pruned: Sequence[FrozenTrial], unpruned: Sequence[FrozenTrial]) -> list[str]:
-    names = list(pruned[0].params)
+    """A row a trial number: the pruned search's trial, and the unpruned search's, whose
+    parameters are shown again where they differ (once the two samplers saw different results)."""
     rows = [
-        f"| trial | {' | '.join(names)} | pruned search: status | epochs | value | s | "
-        "unpruned: value | test/acc | s |",
-        "| --- " * (len(names) + 8) + "|",
+        f"| trial | {', '.join(pruned[0].params)} | pruned search: status | epochs | value | s | "
+        "unpruned search: parameters | value | test/acc | s |",
+        "| --- " * 10 + "|",
     ]
     for with_pruner, without in zip(pruned, unpruned, strict=False):
-        params = " | ".join(f"{with_pruner.params[name]:.3g}" for name in names)
+        params = ", ".join(f"{value:.3g}" for value in with_pruner.params.values())
+        own = ", ".join(f"{value:.3g}" for value in without.params.values())
         test = without.user_attrs.get("test/acc")
         rows.append(
             f"| {with_pruner.number} | {params} | {with_pruner.state.name.lower()} | "
             f"{with_pruner.user_attrs.get('epochs', '-')} | {with_pruner.value:.4f} | "
-            f"{with_pruner.user_attrs.get('wall_time_s', 0):.0f} | {without.value:.4f} | "
+            f"{with_pruner.user_attrs.get('wall_time_s', 0):.0f} | "
+            f"{'same' if own == params else own} | {without.value:.4f} | "
             f"{'-' if test is None else f'{test:.4f}'} | "
             f"{without.user_attrs.get('wall_time_s', 0):.0f} |"
         )

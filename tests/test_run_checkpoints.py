@@ -124,7 +124,8 @@ def test_a_stored_config_naming_foreign_code_is_refused_by_resume_and_run_by_not
             match=f"ckpt_path={evil} cannot be resumed: its config builds "
             "callbacks.progress_bar from pathlib.Path.touch, which is none of the classes",
         ):
-            train(compose_config("train", [f"ckpt_path={evil}"]))
+            # paths.output_dir: Hydra's new folder, where a checkpoint on its own goes on
+            train(compose_config("train", [f"ckpt_path={evil}", f"paths.output_dir={tmp_path}"]))
         assert not marker.exists(), name
     # eval.py, predict.py and export.py build nothing from the stored config
     assert evaluate(eval_cfg(evil, tmp_path / "eval"))["status"] == "completed"
@@ -159,7 +160,7 @@ def entry_points(ckpt: Path, tmp_path: Path) -> dict:
     out = f"paths.output_dir={tmp_path / 'out'}"
     return {
         "eval.py": lambda: evaluate(eval_cfg(ckpt, tmp_path / "out")),
-        "resume": lambda: train(compose_config("train", [f"ckpt_path={ckpt}"])),
+        "resume": lambda: train(compose_config("train", [f"ckpt_path={ckpt}", out])),
         "predict.py": lambda: predict(
             compose_config("predict", [f"ckpt_path={ckpt}", out, f"input={tmp_path}"])
         ),

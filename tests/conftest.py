@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,6 +187,11 @@ def sweep_overrides(root: Path, tmp_path: Path) -> list[str]:
 ROOT = CONF_DIR.parent
 
 
+def _default_ctrl_c() -> None:
+    """In a new session's script, before it starts: Ctrl-C's default action (see run_script)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_script(
     script: str,
     *args: str,
@@ -201,8 +207,11 @@ def run_script(
     ``env`` adds variables to this process's environment. ``on_line(line, process)`` sees each
     line of stdout as the script prints it, so a test can signal the run at a moment it announces;
     ``start_new_session`` gives the script a process group of its own, which a terminal's Ctrl-C
-    reaches as a whole (``os.killpg``). A script still running after ``timeout`` seconds is killed
-    and raises ``subprocess.TimeoutExpired``.
+    reaches as a whole (``os.killpg``), and Ctrl-C's default action, as a terminal gives the
+    command it starts: a test run started as a background job (``nohup pytest &``) ignores Ctrl-C,
+    and its scripts would inherit that. A script still running after ``timeout`` seconds is
+    killed, with its whole process group when it has one, and raises
+    ``subprocess.TimeoutExpired``.
     """
     command = [sys.executable, str(ROOT / script), *args]
     environment = {**os.environ, **(env or {})}
@@ -215,6 +224,7 @@ def run_script(
             text=True,
             timeout=timeout,
             start_new_session=start_new_session,
+            preexec_fn=_default_ctrl_c if start_new_session else None,
         )
     # stderr goes to a file: a pipe nobody reads while stdout is read line by line could fill up
     with tempfile.TemporaryFile("w+") as stderr:
@@ -226,10 +236,19 @@ def run_script(
             stderr=stderr,
             text=True,
             start_new_session=start_new_session,
+            preexec_fn=_default_ctrl_c if start_new_session else None,
         ) as process:
             assert process.stdout is not None
             timed_out = threading.Event()
-            watchdog = threading.Timer(timeout, lambda: (timed_out.set(), process.kill()))
+
+            def kill() -> None:  # the group too: workers left behind would hold stdout open
+                timed_out.set()
+                if start_new_session:
+                    os.killpg(process.pid, signal.SIGKILL)
+                else:
+                    process.kill()
+
+            watchdog = threading.Timer(timeout, kill)
             watchdog.start()
             lines = []
             try:

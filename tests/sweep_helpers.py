@@ -41,7 +41,7 @@ def check_summary(sweep_dir: Path, stdout: str) -> None:
     assert rows[GOOD]["worst_class"] in FOLDER_CLASSES and float(rows[GOOD]["wall_time_s"]) > 0
     assert rows[DIVERGED]["status"] == "diverged" and "non-finite" in rows[DIVERGED]["error"]
     assert rows[FAILED]["status"] == "failed"
-    assert "optimizer.lr=-1 must be a positive number" in rows[FAILED]["error"]
+    assert "optimizer.lr=-1 must be a number > 0" in rows[FAILED]["error"]
     assert next(iter(rows)) == GOOD, "best first"
     assert "Sweep summary" in stdout and f"| {GOOD} | completed |" in stdout
     assert (sweep_dir / "summary.md").read_text().count(f"| {FAILED} | failed |") == 1

@@ -194,7 +194,8 @@ def resume_config(cfg: DictConfig, given: list[str] | None = None) -> DictConfig
     setup = _setup_changes(cfg, stored, given, path)
     if "paths.output_dir" not in setup:  # the command does not say where: the checkpoint does
         folder = resume_folder(path, stored, lambda: str(cfg.paths.output_dir))
-        setup.update({"paths.output_dir": folder} if folder else {})
+        if folder is not None:
+            setup["paths.output_dir"] = folder
     for key, value in sorted(setup.items()):
         old_value = _get(stored, key)
         if key in LOCATION_KEYS and isinstance(old_value, str):

@@ -90,11 +90,9 @@ def resume_folder(
     new folder, ``fresh_folder()``. So a resume never writes into a folder its checkpoint is not in,
     such as the run a copy was made from."""
     stored_folder = (stored.get("paths") or {}).get("output_dir")
-    ckpt_folder = Path(ckpt_path).resolve().parent
-    if not isinstance(stored_folder, str) or ckpt_folder.is_relative_to(
-        Path(stored_folder).resolve()
-    ):
+    if not isinstance(stored_folder, str) or _inside(ckpt_path, Path(stored_folder)):
         return None
+    ckpt_folder = Path(ckpt_path).resolve().parent
     for node in (stored.get("callbacks") or {}).values():
         dirpath = node.get("dirpath") if isinstance(node, dict) else None
         if not isinstance(dirpath, str) or not Path(dirpath).is_relative_to(stored_folder):

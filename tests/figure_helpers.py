@@ -13,3 +13,13 @@ def hand_counts(targets: list[int], predictions: list[int], n: int) -> torch.Ten
 
 TARGETS = [0, 0, 0, 0, 2, 2, 2, 2, 2, 1]
 PREDICTIONS = [0, 0, 0, 2, 2, 0, 2, 1, 2, 1]
+
+# the image tags every train.py run writes to TensorBoard (its default callbacks)
+RUN_IMAGE_TAGS = {
+    "train/samples",
+    "val/confusion_matrix",
+    "val/per_class_accuracy",
+    "test/confusion_matrix",
+    "test/per_class_accuracy",
+    "test/predictions",
+}
